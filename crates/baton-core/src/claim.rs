@@ -1,0 +1,89 @@
+//! The [`Claim`] trait: a pool of long-lived work that owners claim and hand back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{ItemId, Lease, Owner, PoolName, Result};
+
+/// An owner's hold on one item of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimLease {
+    /// The pool the item belongs to.
+    pub pool: PoolName,
+    /// The item held.
+    pub item: ItemId,
+    /// The grant: owner, fencing token and expiry.
+    pub lease: Lease,
+}
+
+/// One item of a pool and who holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemStatus {
+    /// The item.
+    pub item: ItemId,
+    /// Its current holder, if it is claimed (an expired claim is still listed until reaped or
+    /// taken over).
+    pub holder: Option<Lease>,
+}
+
+/// A pool of items (accounts, shards) shared among owners.
+///
+/// Every item of a pool is at every moment either unclaimed or claimed by exactly one owner.
+///
+/// To ensure correctness, an implementation must:
+/// - move an item between unclaimed and claimed in one atomic step, so a crash can neither lose
+///   nor duplicate it;
+/// - grant each claim a fencing token greater than every earlier token for that item, even one
+///   removed and added again;
+/// - judge expiry by the backend's clock; an expired claim fails `renew` and `release` with
+///   [`LeaseLost`](crate::Error::LeaseLost) and may be claimed by another owner;
+/// - hand out unclaimed items oldest first, so that a returned item goes to the back.
+#[async_trait]
+pub trait Claim: Send + Sync {
+    /// Adds the items that are not already in the pool, unclaimed; returns how many were added.
+    async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64>;
+
+    /// Removes items from the pool, claimed or not; returns how many were removed. A holder of
+    /// a removed item loses its lease.
+    async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64>;
+
+    /// Every item of the pool and its holder, ordered by item.
+    async fn items(&self, pool: &PoolName) -> Result<Vec<ItemStatus>>;
+
+    /// Claims one item for `owner` for `ttl`: the longest-unclaimed item, or else an item whose
+    /// claim has expired. `None` when every item is held.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a TTL out of bounds; `Backend` if the backend failed.
+    async fn claim(
+        &self,
+        pool: &PoolName,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<Option<ClaimLease>>;
+
+    /// Extends a claim to `ttl` from now, keeping its token.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` if the claim expired, was released, reaped or removed, or is held by another
+    /// grant.
+    async fn renew(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease>;
+
+    /// Returns a claimed item to the back of the unclaimed list.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` as for [`renew`](Claim::renew).
+    async fn release(&self, claim: &ClaimLease) -> Result<()>;
+
+    /// Returns every item `owner` holds in `pool`; returns how many.
+    async fn release_all(&self, pool: &PoolName, owner: &Owner) -> Result<u64>;
+
+    /// Returns to the pool every item whose claim expired or whose owner's heartbeat
+    /// (see [`Heartbeat`](crate::Heartbeat)) expired; returns those items.
+    async fn reap_dead(&self, pool: &PoolName) -> Result<Vec<ItemId>>;
+}

@@ -1,0 +1,106 @@
+//! The [`Queue`] trait: durable jobs with leases, retries and cancellation.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::{Job, JobId, JobLease, NewJob, Owner, QueueCounts, QueueName, Reserved, Result, Retry};
+
+/// The most jobs one [`Queue::reserve`] call may ask for.
+pub const MAX_RESERVE: usize = 1000;
+/// The most jobs one [`Queue::enqueue_batch`] call may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Durable jobs: enqueued, reserved by workers under a lease, and ended in exactly one terminal
+/// state.
+///
+/// To ensure correctness, an implementation must:
+/// - keep every enqueued job until it is terminal and then for as long as the caller's retention
+///   asks ([`purge_finished`](Queue::purge_finished)); no job is lost;
+/// - hand a due job to one worker at a time: [`reserve`](Queue::reserve) takes jobs whose
+///   `run_at` has come, highest priority first, then earliest `run_at`, then lowest id, counts
+///   the attempt, and grants a lease whose token is greater than every earlier token of that job;
+/// - refuse `touch`, `complete` and `fail` with [`LeaseLost`](crate::Error::LeaseLost) when the
+///   lease is not the job's current one, has expired by the backend's clock, or the job was
+///   canceled;
+/// - record every attempt in the job's history with its outcome;
+/// - when it also implements [`Dispatch`](crate::Dispatch), publish every state change of every
+///   job and wake the queue when a job becomes due by `enqueue`, without being asked.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Stores a job, pending; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// `Backend` if it could not be stored durably; then it may or may not have been stored.
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId>;
+
+    /// Stores jobs in one step, all or none; returns their ids in order.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for more than [`MAX_BATCH`] jobs; `Backend` as for `enqueue`.
+    async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
+
+    /// Reserves up to `max` due jobs from `queues` for `owner`, each under a lease of
+    /// `lease_ttl`. Returns at once, with no jobs if none is due.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for no queues, `max` of 0 or above [`MAX_RESERVE`], or a bad TTL.
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Reserved>>;
+
+    /// Extends a running job's lease to `ttl` from now.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` if the lease is not current.
+    async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease>;
+
+    /// Ends a running job as succeeded with `result`.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` if the lease is not current (a canceled job's completion is refused);
+    /// `InvalidInput` for a result larger than [`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES).
+    async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job>;
+
+    /// Records a failed attempt with `error`; the job goes back to pending at its retry time,
+    /// or ends as failed when `retry` or its policy allows no more attempts.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` if the lease is not current.
+    async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job>;
+
+    /// Cancels a job: a pending one never starts, a running one's lease is revoked so its
+    /// completion is refused, and no retry follows. Canceling a canceled job returns it as it is.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown job; `Conflict` for a job that already succeeded or failed.
+    async fn cancel(&self, id: JobId) -> Result<Job>;
+
+    /// The job with `id`, if it exists (not purged).
+    async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// The most recently enqueued job of `queue` that still exists.
+    async fn last(&self, queue: &QueueName) -> Result<Option<Job>>;
+
+    /// How many jobs of `queue` are in each state.
+    async fn counts(&self, queue: &QueueName) -> Result<QueueCounts>;
+
+    /// Ends every attempt whose lease expired as [`Expired`](crate::AttemptOutcome::Expired) and
+    /// retries or fails its job by its policy, exactly once; returns the jobs it touched.
+    async fn requeue_expired(&self) -> Result<Vec<JobId>>;
+
+    /// Deletes jobs that reached a terminal state more than `older_than` ago; returns how many.
+    async fn purge_finished(&self, older_than: Duration) -> Result<u64>;
+}
