@@ -1,0 +1,114 @@
+//! The HTTP API: `/api/v1` for jobs and queues, `/healthz` for liveness.
+//!
+//! | Route                                | Answer                                       |
+//! |--------------------------------------|----------------------------------------------|
+//! | `POST /api/v1/jobs`                  | `201 {"id": 1}` for an [`EnqueueRequest`]    |
+//! | `GET /api/v1/jobs/{id}`              | the [`baton_core::Job`], or `404`             |
+//! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
+//! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
+//! | `GET /healthz`                       | `200 ok`                                     |
+//!
+//! Every answer is JSON except `/healthz`; every error is an [`ErrorBody`](crate::wire::ErrorBody)
+//! built by [`ApiError`], the one place where [`baton_core::Error`] becomes a status code.
+
+mod error;
+mod extract;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use baton_core::{Backend, Job, JobId, QueueCounts, QueueName};
+
+pub use error::ApiError;
+pub use extract::{ApiJson, ApiPath};
+
+use crate::wire::{EnqueueRequest, EnqueueResponse};
+
+/// The largest request body the API reads, in bytes; larger ones get `413`. Twice
+/// [`baton_core::MAX_PAYLOAD_BYTES`], so that a payload at the limit fits with room to spare.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every handler shares: the backend.
+#[derive(Clone)]
+struct AppState {
+    backend: Arc<dyn Backend>,
+}
+
+/// The API's routes over `backend`, ready to serve.
+pub fn router(backend: Arc<dyn Backend>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/jobs", post(enqueue_job))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/queues/{queue}/counts", get(queue_counts))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(AppState { backend })
+}
+
+/// `GET /healthz`: the server is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `POST /api/v1/jobs`: enqueue a job; `201` with its id.
+async fn enqueue_job(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EnqueueRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = request.to_new_job()?;
+    let id = state.backend.enqueue(&job).await?;
+    tracing::debug!(job = %id, queue = %job.queue(), "enqueued");
+    let location = format!("/api/v1/jobs/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(EnqueueResponse { id }),
+    ))
+}
+
+/// `GET /api/v1/jobs/{id}`: the job, or `404`.
+async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id: JobId = id.parse()?;
+    match state.backend.get(id).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(baton_core::Error::not_found(format!("job {id}")).into()),
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: cancel the job; the job as it now is.
+async fn cancel_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id: JobId = id.parse()?;
+    let job = state.backend.cancel(id).await?;
+    tracing::debug!(job = %id, "canceled");
+    Ok(Json(job))
+}
+
+/// `GET /api/v1/queues/{queue}/counts`: how many jobs of the queue are in each state.
+async fn queue_counts(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<Json<QueueCounts>, ApiError> {
+    let queue = QueueName::new(queue)?;
+    Ok(Json(state.backend.counts(&queue).await?))
+}
+
+async fn no_such_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::no_such_route(&method, &uri)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(&method, &uri)
+}

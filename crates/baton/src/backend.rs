@@ -1,0 +1,159 @@
+//! Backends by URL: the one place that names concrete backends and turns configuration into an
+//! `Arc<dyn Backend>` for everything else.
+
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::bail;
+use baton_core::Backend;
+use baton_memory::MemoryBackend;
+
+/// The URL schemes `backend` accepts, for error messages and help.
+pub const ACCEPTED_SCHEMES: &str = "memory://, sqlite://, postgres://, mysql://, redis://";
+
+/// The kinds of backend a URL can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `memory://`: in-process, lost on exit.
+    Memory,
+    /// `sqlite://path` or `sqlite:path`.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres,
+    /// `mysql://…` or `mariadb://…`.
+    Mysql,
+    /// `redis://…` or `rediss://…`.
+    Redis,
+}
+
+impl BackendKind {
+    /// The kind of backend `url` names, judged by its scheme alone.
+    ///
+    /// # Errors
+    ///
+    /// An error naming the URL (its password hidden) and the accepted schemes.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let Some((scheme, _)) = url.split_once(':') else {
+            bail!(
+                "backend url {:?} has no scheme: expected one of {ACCEPTED_SCHEMES}",
+                redact(url)
+            );
+        };
+        Ok(match scheme.to_ascii_lowercase().as_str() {
+            "memory" => Self::Memory,
+            "sqlite" => Self::Sqlite,
+            "postgres" | "postgresql" => Self::Postgres,
+            "mysql" | "mariadb" => Self::Mysql,
+            "redis" | "rediss" => Self::Redis,
+            _ => bail!(
+                "unknown backend url {:?}: expected one of {ACCEPTED_SCHEMES}",
+                redact(url)
+            ),
+        })
+    }
+
+    /// The backend's short name, such as `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Opens the backend `url` names.
+///
+/// # Errors
+///
+/// An unknown scheme, a backend not built into this binary, or a backend that cannot be reached.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    match BackendKind::from_url(url)? {
+        BackendKind::Memory => {
+            let rest = url.split_once(':').map_or("", |(_, rest)| rest);
+            if !matches!(rest, "" | "//") {
+                bail!(
+                    "backend url {:?}: the memory backend takes no address; use memory://",
+                    redact(url)
+                );
+            }
+            Ok(Arc::new(MemoryBackend::new()))
+        }
+        kind => bail!(
+            "backend {kind} is not built into this binary yet (backend url {:?})",
+            redact(url)
+        ),
+    }
+}
+
+/// `url` with any password replaced by `***`, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_name_their_backend_kind() {
+        let cases = [
+            ("memory://", BackendKind::Memory),
+            ("sqlite://baton.db", BackendKind::Sqlite),
+            ("sqlite:baton.db", BackendKind::Sqlite),
+            ("postgresql://u@h/db", BackendKind::Postgres),
+            ("MYSQL://h/db", BackendKind::Mysql),
+            ("rediss://h:6380", BackendKind::Redis),
+        ];
+        for (url, kind) in cases {
+            assert_eq!(BackendKind::from_url(url).unwrap(), kind, "{url}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_naming_the_url_and_the_accepted_ones() {
+        let err = BackendKind::from_url("mongodb://h")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mongodb://h") && err.contains(ACCEPTED_SCHEMES),
+            "{err}"
+        );
+        let err = BackendKind::from_url("baton.db").unwrap_err().to_string();
+        assert!(err.contains("has no scheme"), "{err}");
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/baton?sslmode=require"),
+            "postgres://app:***@db:5432/baton?sslmode=require"
+        );
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h/0"), "redis://h/0");
+        let err = BackendKind::from_url("nope://u:pw@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("pw"), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! The command line, as clap derive types. Every flag that is also a configuration key is an
+//! `Option`, so that an absent flag leaves the value to the file, the environment or the default
+//! (see [`crate::config`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_core::{JobId, MAX_BATCH};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ConfigOverrides;
+
+/// `baton`: run and drive the Baton job-orchestration platform.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Run and drive Baton, the job-orchestration platform",
+    long_about = "Run and drive Baton, the job-orchestration platform.\n\n\
+        Settings come from, in rising precedence: built-in defaults, the TOML file given by \
+        --config (or ./baton.toml if it exists), BATON_* environment variables (BATON_BACKEND, \
+        BATON_LISTEN, BATON_SERVER, BATON_RETENTION), and command-line flags.\n\n\
+        Log output goes to standard error and is filtered by RUST_LOG (e.g. RUST_LOG=debug)."
+)]
+pub struct Cli {
+    /// Configuration file in TOML [default: ./baton.toml if it exists]
+    #[arg(long, global = true, env = "BATON_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `baton`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the maintenance loop on the configured backend
+    #[command(
+        long_about = "Run the HTTP API and the maintenance loop on the configured backend.\n\n\
+        The API answers under /api/v1 (jobs, queues) and /healthz. Every second the maintenance \
+        loop hands out again the jobs whose worker lease expired and deletes finished jobs older \
+        than the retention. SIGINT or SIGTERM shuts the server down gracefully."
+    )]
+    Serve(ServeArgs),
+    /// Enqueue a job through a running server and print its id
+    #[command(
+        long_about = "Enqueue a job through a running server and print its id.\n\n\
+        Example: baton enqueue --queue emails --priority 5 --delay 10s '{\"to\": \"a@example.com\"}'"
+    )]
+    Enqueue(EnqueueArgs),
+    /// Print a job, its state and its attempts as JSON
+    Job(JobArgs),
+    /// Cancel a job: a pending one never runs, a running one's completion is refused
+    Cancel(JobArgs),
+    /// Print how many jobs of a queue are in each state, as JSON
+    Counts(CountsArgs),
+    /// Measure a backend in-process and print one JSON line per figure
+    #[command(
+        long_about = "Measure a backend in-process and print one JSON line per figure.\n\n\
+        The figures are: enqueue one job per call, enqueue in batches, end to end (jobs enqueued \
+        beforehand, then reserved and completed by concurrent workers until the backend counts \
+        them all as succeeded) and lock acquire+release latency. The benchmark talks to the \
+        backend directly, not through a server, and uses fresh queue and lock names each run."
+    )]
+    Bench(BenchArgs),
+}
+
+/// Flags of `baton serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Backend URL: memory:// (sqlite://, postgres://, mysql://, redis:// to come) [config: backend]
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+
+    /// Address to serve the HTTP API on [config: listen, default: 127.0.0.1:7600]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// How long finished jobs are kept before they are deleted, e.g. 7d or 12h [config: retention]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+}
+
+/// The `--server` flag of the commands that talk to a running server.
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// Base URL of the baton server [config: server, default: http://127.0.0.1:7600]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// Flags of `baton enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Queue to put the job on
+    #[arg(long, short, value_name = "QUEUE")]
+    pub queue: String,
+
+    /// Priority: among due jobs, higher runs first [default: 0]
+    #[arg(long, short, allow_negative_numbers = true, value_name = "N")]
+    pub priority: Option<i32>,
+
+    /// Run the job no earlier than this long from now, e.g. 10s, 5m, 1h30m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+
+    /// Attempts in all, the first included; 1 means never retry [default: 20]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+
+    /// The job's payload as JSON, or `-` to read it from standard input
+    #[arg(value_name = "PAYLOAD_JSON")]
+    pub payload: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArg,
+}
+
+/// Flags of `baton job` and `baton cancel`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job's id, as printed by `baton enqueue`
+    #[arg(value_name = "ID", value_parser = parse_job_id)]
+    pub id: JobId,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArg,
+}
+
+/// Flags of `baton counts`.
+#[derive(Debug, Args)]
+pub struct CountsArgs {
+    /// The queue to count
+    #[arg(long, short, value_name = "QUEUE")]
+    pub queue: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArg,
+}
+
+/// Flags of `baton bench`.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Backend URL to measure [config: backend, default: memory://]
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+
+    /// Jobs per enqueue and end-to-end figure
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: u64,
+
+    /// Concurrent workers in the end-to-end figure
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub workers: u32,
+
+    /// Jobs per enqueue_batch call
+    #[arg(long, default_value_t = 100, value_parser = parse_batch)]
+    pub batch: usize,
+
+    /// Lock acquire+release pairs in the lock figure, shared among the lock tasks
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_ops: u64,
+
+    /// Concurrent tasks in the lock figure, each on its own lock name
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub lock_tasks: u32,
+}
+
+impl ServeArgs {
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            backend: self.backend.clone(),
+            listen: self.listen,
+            retention: self.retention,
+            ..ConfigOverrides::default()
+        }
+    }
+}
+
+impl ServerArg {
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            server: self.server.clone(),
+            ..ConfigOverrides::default()
+        }
+    }
+}
+
+impl BenchArgs {
+    /// The configuration keys these flags set.
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            backend: self.backend.clone(),
+            ..ConfigOverrides::default()
+        }
+    }
+}
+
+/// Parses a human duration such as `10s`, `5m` or `1h 30m`.
+///
+/// # Errors
+///
+/// A message saying what is wrong with `text`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 10s, 5m or 1h30m: {e}"))
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, String> {
+    text.parse::<JobId>().map_err(|e| e.to_string())
+}
+
+fn parse_batch(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => Ok(n),
+        _ => Err(format!("batch must be a number from 1 to {MAX_BATCH}")),
+    }
+}

@@ -1,0 +1,108 @@
+//! What each subcommand does, once the command line is parsed.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use baton_core::{QueueName, RetryPolicy};
+use serde_json::Value;
+
+use crate::bench::{self, BenchSettings};
+use crate::cli::{Cli, Command, CountsArgs, EnqueueArgs, JobArgs};
+use crate::client::Client;
+use crate::config::{self, ConfigOverrides};
+use crate::serve;
+use crate::wire::EnqueueRequest;
+
+/// Runs the command `cli` names on a multi-threaded runtime.
+///
+/// # Errors
+///
+/// Whatever the command failed with, ready to print.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Serve(args) => serve::run(&config::load(file, &args.overrides())?).await,
+        Command::Enqueue(args) => enqueue(file, &args).await,
+        Command::Job(args) => show_job(file, &args).await,
+        Command::Cancel(args) => cancel_job(file, &args).await,
+        Command::Counts(args) => counts(file, &args).await,
+        Command::Bench(args) => {
+            let config = config::load(file, &args.overrides())?;
+            let settings = BenchSettings::from_args(&config.backend, &args);
+            bench::run(&settings, &mut std::io::stdout()).await
+        }
+    }
+}
+
+fn client(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Client> {
+    let config = config::load(file, overrides)?;
+    Ok(Client::new(&config.server)?)
+}
+
+async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> {
+    let request = EnqueueRequest {
+        queue: args.queue.clone(),
+        payload: read_payload(&args.payload)?,
+        priority: args.priority,
+        delay_ms: args
+            .delay
+            .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        retry: args.max_attempts.map(|max_attempts| RetryPolicy {
+            max_attempts,
+            ..RetryPolicy::default()
+        }),
+    };
+    request.to_new_job()?;
+    let id = client(file, &args.server.overrides())?
+        .enqueue(&request)
+        .await?;
+    print_line(&id.to_string())
+}
+
+async fn show_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
+    let job = client(file, &args.server.overrides())?.job(args.id).await?;
+    print_line(&serde_json::to_string_pretty(&job)?)
+}
+
+async fn cancel_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
+    let job = client(file, &args.server.overrides())?
+        .cancel(args.id)
+        .await?;
+    print_line(&serde_json::to_string_pretty(&job)?)
+}
+
+async fn counts(file: Option<&Path>, args: &CountsArgs) -> anyhow::Result<()> {
+    QueueName::new(&args.queue)?;
+    let counts = client(file, &args.server.overrides())?
+        .counts(&args.queue)
+        .await?;
+    print_line(&serde_json::to_string_pretty(&counts)?)
+}
+
+/// The payload argument as JSON; `-` reads it from standard input.
+fn read_payload(argument: &str) -> anyhow::Result<Value> {
+    let text = if argument == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the payload from standard input")?;
+        text
+    } else {
+        argument.to_owned()
+    };
+    serde_json::from_str(&text).context("payload is not valid json")
+}
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").context("cannot write to standard output")
+}

@@ -1,0 +1,204 @@
+//! The binary's settings, read with figment. Only this crate knows figment: subsystems get plain
+//! values or `*Config` structs built from [`BatonConfig`].
+//!
+//! Precedence, lowest first: [`BatonConfig::default`], the TOML file, `BATON_*` environment
+//! variables, command-line flags ([`ConfigOverrides`]). Unknown keys and invalid values are
+//! refused with an error that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "baton.toml";
+
+/// The prefix of the environment variables read as settings: `BATON_LISTEN` sets `listen`.
+pub const ENV_PREFIX: &str = "BATON_";
+
+/// `BATON_*` variables that are not settings: `BATON_CONFIG` names the file itself.
+const ENV_NOT_SETTINGS: &[&str] = &["config"];
+
+/// Every setting of the `baton` binary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatonConfig {
+    /// Backend URL: `memory://` for now; `sqlite://`, `postgres://`, `mysql://`, `redis://` later.
+    pub backend: String,
+    /// Address `baton serve` listens on.
+    pub listen: SocketAddr,
+    /// Base URL of the server that client commands (`enqueue`, `job`, …) talk to.
+    pub server: String,
+    /// How long finished jobs are kept before `baton serve` deletes them, such as `7d`.
+    #[serde(with = "human_duration")]
+    pub retention: Duration,
+}
+
+impl Default for BatonConfig {
+    fn default() -> Self {
+        Self {
+            backend: "memory://".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7600)),
+            server: "http://127.0.0.1:7600".to_owned(),
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// Settings given on the command line; `None` leaves the key to the layers below.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigOverrides {
+    /// `--backend`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--server`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// `--retention`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "human_duration_option"
+    )]
+    pub retention: Option<Duration>,
+}
+
+/// Loads the settings: defaults < the TOML file < `BATON_*` environment < `overrides`.
+///
+/// `file` is the `--config` path; it must exist. Without it, `./baton.toml` is read if it exists.
+///
+/// # Errors
+///
+/// A missing `--config` file, unreadable or malformed TOML, an unknown key, or an invalid value,
+/// each named with its key and source.
+pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<BatonConfig> {
+    let file = config_file(file)?;
+    let mut figment = Figment::from(Serialized::defaults(BatonConfig::default()));
+    if let Some(path) = &file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let config: BatonConfig = figment
+        .merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(ENV_NOT_SETTINGS)
+                .split("__"),
+        )
+        .merge(Serialized::defaults(overrides))
+        .extract()
+        .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", describe(errors)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl BatonConfig {
+    /// Checks what the types alone cannot: the backend URL's scheme and the server URL.
+    ///
+    /// # Errors
+    ///
+    /// An error naming the key and what is wrong with its value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        BackendKind::from_url(&self.backend)
+            .context("invalid configuration: invalid value for key \"backend\"")?;
+        let server = reqwest::Url::parse(&self.server).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: invalid value for key \"server\": {:?} is not a url: {e}",
+                self.server
+            )
+        })?;
+        if !matches!(server.scheme(), "http" | "https") || !server.has_host() {
+            bail!(
+                "invalid configuration: invalid value for key \"server\": {:?} is not an http:// or https:// url",
+                self.server
+            );
+        }
+        Ok(())
+    }
+}
+
+fn config_file(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match explicit {
+        Some(path) if path.is_file() => Ok(Some(path.to_owned())),
+        Some(path) => bail!("config file {} does not exist", path.display()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            Ok(default.is_file().then_some(default))
+        }
+    }
+}
+
+/// Every error figment found, in one line.
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|error| describe_one(&error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One figment error, naming the key as it was written: `listen` in a file, `BATON_LISTEN` in
+/// the environment.
+fn describe_one(error: &figment::Error) -> String {
+    let from_env = error
+        .metadata
+        .as_ref()
+        .is_some_and(|metadata| metadata.name.contains("environment"));
+    let key = if from_env {
+        format!("{ENV_PREFIX}{}", error.path.join("__").to_uppercase())
+    } else {
+        format!("{:?}", error.path.join("."))
+    };
+    let place = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+        _ if from_env => " in the environment".to_owned(),
+        _ => String::new(),
+    };
+    match &error.kind {
+        figment::error::Kind::UnknownField(_, known) => format!(
+            "unknown key {key}{place} (known keys: {})",
+            known.join(", ")
+        ),
+        kind if error.path.is_empty() => format!("{kind}{place}"),
+        kind => format!("invalid value for key {key}{place}: {kind}"),
+    }
+}
+
+/// Durations as human strings (`7d`, `12h 30m`) in files and the environment.
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::cli::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`human_duration`] for an optional value, used only to serialize overrides.
+mod human_duration_option {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => super::human_duration::serialize(duration, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The all-in-one Baton binary as a library: configuration, command line, HTTP API and client,
+//! and the benchmark. `main.rs` only parses the command line and calls [`commands::run`].
+//!
+//! Only this crate knows figment, clap, axum and reqwest; everything it drives is reached through
+//! the `baton-core` traits on an `Arc<dyn Backend>` chosen by URL in [`backend::connect`].
+
+pub mod api;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod serve;
+pub mod telemetry;
+pub mod wire;

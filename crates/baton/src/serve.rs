@@ -1,0 +1,143 @@
+//! `baton serve`: the HTTP API and the maintenance loop on the configured backend, until SIGINT
+//! or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_core::Backend;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::{self, redact};
+use crate::config::BatonConfig;
+
+/// How often the maintenance loop runs.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long open connections may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `config.listen` over `config.backend` until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// The backend cannot be opened, the address cannot be bound, or serving fails.
+pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
+    let backend = backend::connect(&config.backend).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(
+        "baton serving on http://{local} with backend {}",
+        redact(&config.backend)
+    );
+    serve(listener, backend, config.retention, shutdown_signal()).await
+}
+
+/// Serves the API on `listener` over `backend`, with maintenance, until `shutdown` completes;
+/// then lets open requests finish for up to [`SHUTDOWN_GRACE`].
+///
+/// # Errors
+///
+/// Serving fails.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    retention: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = spawn_maintenance(backend.clone(), retention, stop_rx.clone());
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let server = axum::serve(listener, crate::api::router(backend))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let outcome = tokio::select! {
+        outcome = server => outcome.context("http server failed"),
+        () = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
+            Ok(())
+        }
+    };
+    maintenance.abort();
+    let _ = maintenance.await;
+    tracing::info!("stopped");
+    outcome
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for sigterm");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Runs [`maintain`] every [`MAINTENANCE_INTERVAL`] until `stop` turns true.
+fn spawn_maintenance(
+    backend: Arc<dyn Backend>,
+    retention: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => maintain(backend.as_ref(), retention).await,
+                () = stopped(stop.clone()) => return,
+            }
+        }
+    })
+}
+
+/// One maintenance pass: hand out again the jobs whose lease expired, and delete finished jobs
+/// older than `retention`. Failures are logged, never fatal: the next pass tries again.
+pub async fn maintain(backend: &dyn Backend, retention: Duration) {
+    match backend.requeue_expired().await {
+        Ok(jobs) if !jobs.is_empty() => {
+            tracing::info!(count = jobs.len(), "requeued jobs whose lease expired");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot requeue expired jobs"),
+    }
+    match backend.purge_finished(retention).await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "purged finished jobs past retention"),
+        Err(err) => tracing::warn!(error = %err, "cannot purge finished jobs"),
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens once shutdown was sent.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

@@ -1,0 +1,108 @@
+//! The JSON bodies of the HTTP API, shared by the server ([`crate::api`]) and the client
+//! ([`crate::client`]) so that the two cannot drift apart. Jobs and counts travel as the
+//! `baton-core` types themselves.
+
+use std::time::Duration;
+
+use baton_core::{JobId, NewJob, Priority, QueueName, RetryPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The queue to put the job on.
+    pub queue: String,
+    /// What the worker is given: any JSON value.
+    pub payload: Value,
+    /// Among due jobs, higher runs first; 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Milliseconds from now before the job is due; due at once when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// How the job is retried; the default policy when absent. Fields left out take their
+    /// default, so `{"max_attempts": 3}` is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+impl EnqueueRequest {
+    /// A request for `queue` carrying `payload`, with every option left to its default.
+    pub fn new(queue: impl Into<String>, payload: Value) -> Self {
+        Self {
+            queue: queue.into(),
+            payload,
+            priority: None,
+            delay_ms: None,
+            retry: None,
+        }
+    }
+
+    /// The job this request asks for, every part checked.
+    ///
+    /// # Errors
+    ///
+    /// [`baton_core::Error::InvalidInput`] for a bad queue name, an oversized payload or a
+    /// nonsensical retry policy.
+    pub fn to_new_job(&self) -> baton_core::Result<NewJob> {
+        let queue = QueueName::new(&self.queue)?;
+        let mut job = NewJob::new(queue, self.payload.clone())?
+            .with_priority(Priority(self.priority.unwrap_or_default()))
+            .with_delay(Duration::from_millis(self.delay_ms.unwrap_or_default()));
+        if let Some(retry) = self.retry {
+            job = job.with_retry(retry)?;
+        }
+        Ok(job)
+    }
+}
+
+/// The body of a `201 Created` answer to `POST /api/v1/jobs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnqueueResponse {
+    /// The new job's id.
+    pub id: JobId,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, in words.
+    pub error: String,
+    /// What kind of failure it is, for programs to act on.
+    pub kind: ErrorKind,
+}
+
+/// The kinds of API error, one per [`baton_core::Error`] variant a caller acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was refused before anything changed (400, 413, 415, 405).
+    InvalidInput,
+    /// The job, queue or route does not exist (404).
+    NotFound,
+    /// The request conflicts with the current state (409).
+    Conflict,
+    /// A lease presented is no longer current (409).
+    LeaseLost,
+    /// The backend failed; the request may or may not have taken effect (503, 500).
+    Backend,
+    /// A kind this client does not know, sent by a newer server.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// The kind's name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::LeaseLost => "lease_lost",
+            Self::Backend => "backend",
+            Self::Unknown => "unknown",
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP API, served in-process on a memory backend and driven through the client and raw
+//! requests.
+
+use std::time::Duration;
+
+use baton::api::{ApiError, MAX_BODY_BYTES};
+use baton::client::ClientError;
+use baton::wire::{EnqueueRequest, ErrorBody, ErrorKind};
+use baton_core::{JobId, JobState, MAX_PAYLOAD_BYTES, Owner, Queue, QueueName, RetryPolicy};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+async fn raw_post(
+    server: &TestServer,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+fn error_kind(body: &Value) -> ErrorKind {
+    serde_json::from_value::<ErrorBody>(body.clone())
+        .unwrap()
+        .kind
+}
+
+#[tokio::test]
+async fn an_enqueued_job_can_be_read_back_pending_with_its_payload() {
+    let server = TestServer::start().await;
+    let payload = json!({"to": "a@example.com", "n": [1, 2]});
+    let request = EnqueueRequest {
+        priority: Some(5),
+        delay_ms: Some(60_000),
+        retry: Some(RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        }),
+        ..EnqueueRequest::new("emails", payload.clone())
+    };
+    let id = server.client.enqueue(&request).await.unwrap();
+    let job = server.client.job(id).await.unwrap();
+    assert_eq!(job.id, id);
+    assert_eq!(job.queue.as_str(), "emails");
+    assert_eq!(job.payload, payload);
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.priority.0, 5);
+    assert_eq!(job.retry.max_attempts, 3);
+    assert_eq!(
+        job.run_at.duration_since(job.created_at),
+        Duration::from_secs(60)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn enqueue_answers_201_with_the_id_and_its_location() {
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", server.url))
+        .json(&json!({"queue": "q", "payload": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/jobs/{}", body["id"]));
+    assert!(body["id"].as_i64().unwrap() > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_job_is_404_not_found() {
+    let server = TestServer::start().await;
+    let error = server.client.job(JobId::new(999_999)).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(error.kind(), Some(ErrorKind::NotFound));
+    assert_eq!(error.to_string(), "job 999999 not found");
+
+    let response = reqwest::get(format!("{}/api/v1/jobs/999999", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "job 999999 not found", "kind": "not_found"})
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_a_json_error() {
+    let server = TestServer::start().await;
+    let (status, body) = raw_post(&server, "/api/v1/jobs", "{\"queue\": ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_kind(&body), ErrorKind::InvalidInput);
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("request body is not valid json"),
+        "{message}"
+    );
+
+    let (status, body) = raw_post(&server, "/api/v1/jobs", r#"{"payload": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("missing field `queue`"), "{message}");
+
+    let (status, body) = raw_post(
+        &server,
+        "/api/v1/jobs",
+        r#"{"queue": "q", "payload": 1, "prio": 3}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("prio"), "{body}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_without_a_json_content_type_is_415() {
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", server.url))
+        .body(r#"{"queue": "q", "payload": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_kind(&body), ErrorKind::InvalidInput);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_queue_names_are_400_invalid_input() {
+    let server = TestServer::start().await;
+    for name in ["", " padded", "tab\tin"] {
+        let error = server
+            .client
+            .enqueue(&EnqueueRequest::new(name, json!(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST), "{name:?}");
+        assert_eq!(error.kind(), Some(ErrorKind::InvalidInput), "{name:?}");
+        assert!(error.to_string().contains("queue name"), "{error}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_a_payload_over_its_limit_is_400() {
+    let server = TestServer::start().await;
+    let huge = format!(
+        r#"{{"queue": "q", "payload": "{}"}}"#,
+        "x".repeat(MAX_BODY_BYTES)
+    );
+    let (status, body) = raw_post(&server, "/api/v1/jobs", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_kind(&body), ErrorKind::InvalidInput);
+
+    let request = EnqueueRequest::new("q", json!("x".repeat(MAX_PAYLOAD_BYTES + 10)));
+    let error = server.client.enqueue(&request).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(error.to_string().contains("payload is"), "{error}");
+
+    // The server is still serving after refusing both.
+    server
+        .client
+        .enqueue(&EnqueueRequest::new("q", json!(1)))
+        .await
+        .unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_ids_and_unknown_routes_answer_json_errors() {
+    let server = TestServer::start().await;
+    for (path, status, kind) in [
+        (
+            "/api/v1/jobs/abc",
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
+        ),
+        (
+            "/api/v1/jobs/0",
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
+        ),
+        (
+            "/api/v1/nothing",
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+        ),
+    ] {
+        let response = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(error_kind(&body), kind, "{path}");
+    }
+    let response = reqwest::Client::new()
+        .delete(format!("{}/api/v1/jobs", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_kind(&body), ErrorKind::InvalidInput);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_ends_a_pending_job_and_conflicts_with_a_finished_one() {
+    let server = TestServer::start().await;
+    let pending = server
+        .client
+        .enqueue(&EnqueueRequest::new("q", json!("a")))
+        .await
+        .unwrap();
+    let canceled = server.client.cancel(pending).await.unwrap();
+    assert_eq!(canceled.state, JobState::Canceled);
+
+    let done = server
+        .client
+        .enqueue(&EnqueueRequest::new("q", json!("b")))
+        .await
+        .unwrap();
+    let queue = QueueName::new("q").unwrap();
+    let owner = Owner::new("test-worker").unwrap();
+    let reserved = server
+        .backend
+        .reserve(&[queue], &owner, Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(reserved[0].job.id, done);
+    server
+        .backend
+        .complete(&reserved[0].lease, json!("ok"))
+        .await
+        .unwrap();
+    let error = server.client.cancel(done).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::CONFLICT));
+    assert_eq!(error.kind(), Some(ErrorKind::Conflict));
+
+    let error = server.client.cancel(JobId::new(424_242)).await.unwrap_err();
+    assert_eq!(error.kind(), Some(ErrorKind::NotFound));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn counts_tell_how_many_jobs_of_a_queue_are_in_each_state() {
+    let server = TestServer::start().await;
+    for n in 0..3 {
+        let request = EnqueueRequest::new("counted/with slash", json!(n));
+        server.client.enqueue(&request).await.unwrap();
+    }
+    let id = server
+        .client
+        .enqueue(&EnqueueRequest::new("counted/with slash", json!(3)))
+        .await
+        .unwrap();
+    server.client.cancel(id).await.unwrap();
+    let counts = server.client.counts("counted/with slash").await.unwrap();
+    assert_eq!((counts.pending, counts.canceled, counts.total()), (3, 1, 4));
+    let empty = server.client.counts("other").await.unwrap();
+    assert_eq!(empty.total(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let server = TestServer::start().await;
+    let response = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_reported_as_such() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let client = baton::client::Client::new(&url).unwrap();
+    let error = client.job(JobId::new(1)).await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::Unreachable { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("cannot reach baton at {url}: is `baton serve` running?")
+    );
+}
+
+#[test]
+fn core_errors_map_to_their_status_and_kind() {
+    use baton_core::Error;
+    let cases = [
+        (
+            Error::invalid("x"),
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
+        ),
+        (
+            Error::not_found("job 1"),
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+        ),
+        (
+            Error::conflict("x"),
+            StatusCode::CONFLICT,
+            ErrorKind::Conflict,
+        ),
+        (
+            Error::lease_lost("job 1"),
+            StatusCode::CONFLICT,
+            ErrorKind::LeaseLost,
+        ),
+        (
+            Error::transient(std::io::Error::other("down")),
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Backend,
+        ),
+    ];
+    for (error, status, kind) in cases {
+        let message = error.to_string();
+        let api = ApiError::from(error);
+        assert_eq!(api.status(), status, "{message}");
+        assert_eq!(api.body().kind, kind, "{message}");
+        assert_eq!(api.body().error, message);
+    }
+}

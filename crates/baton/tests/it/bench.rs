@@ -1,0 +1,79 @@
+//! `baton bench` with tiny numbers: every figure is printed as JSON with its fields, and the
+//! end-to-end figure completed every job.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+#[tokio::test]
+async fn bench_prints_one_json_line_per_figure_and_completes_every_job() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "bench",
+                "--backend",
+                "memory://",
+                "--jobs",
+                "205",
+                "--workers",
+                "4",
+                "--batch",
+                "50",
+                "--lock-ops",
+                "200",
+            ])
+            .env_clear()
+            .current_dir(std::env::temp_dir())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench finishes within 120s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let names: Vec<(&str, Option<&str>)> = figures
+        .iter()
+        .map(|f| (f["bench"].as_str().unwrap(), f["mode"].as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("enqueue", Some("single")),
+            ("enqueue", Some("batch")),
+            ("end_to_end", None),
+            ("lock", None),
+        ]
+    );
+    for figure in &figures {
+        assert_eq!(figure["backend"], "memory://", "{figure}");
+        assert!(figure["seconds"].as_f64().unwrap() >= 0.0, "{figure}");
+    }
+    let [single, batch, end_to_end, lock] = &figures[..] else {
+        unreachable!()
+    };
+    assert_eq!(single["jobs"], 205);
+    assert!(single["per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(batch["jobs"], 205);
+    assert_eq!(batch["batch"], 50);
+    assert!(batch["per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(end_to_end["jobs"], 205);
+    assert_eq!(end_to_end["workers"], 4);
+    assert_eq!(end_to_end["completed"], 205, "every job was completed");
+    assert!(end_to_end["jobs_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(lock["ops"], 200);
+    let p50 = lock["p50_us"].as_f64().unwrap();
+    let p99 = lock["p99_us"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99, "{lock}");
+    assert!(lock["per_second"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,236 @@
+//! The real `baton` binary: `serve` as a child process, driven by `enqueue` and `job`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use baton::client::Client;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+use crate::support::{temp_dir, wait_until_healthy};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+/// A `baton` command isolated from this process: no inherited environment (tests elsewhere in
+/// this binary set `BATON_*` variables) and its own empty working directory (so no stray
+/// `baton.toml` is read).
+fn baton(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BATON);
+    command
+        .args(args)
+        .env_clear()
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(dir: &Path, args: &[&str]) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), baton(dir, args).output())
+        .await
+        .expect("a baton command finishes within 60s")
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Sends SIGTERM to `child` and waits, bounded, for it to exit; returns its output.
+async fn terminate(mut child: Child) -> Output {
+    let pid = child.id().expect("the server is still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {pid} failed");
+    let mut stderr_text = Vec::new();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::io::copy(&mut stderr_pipe, &mut stderr_text)
+            .await
+            .unwrap();
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("the server exits within 10s of SIGTERM");
+    Output {
+        status: exit,
+        stdout: Vec::new(),
+        stderr: stderr_text,
+    }
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn serve_enqueue_and_job_work_together_and_serve_stops_cleanly_on_sigterm() {
+    let dir = Scratch(temp_dir("cli"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = format!("http://{listen}");
+    let child = baton(&dir.0, &["serve", "--listen", &listen])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&Client::new(&server).unwrap(), Duration::from_secs(10)).await;
+
+    let payload = json!({"to": "a@example.com", "n": 7});
+    let enqueued = run(
+        &dir.0,
+        &[
+            "enqueue",
+            "--server",
+            &server,
+            "--queue",
+            "emails",
+            &payload.to_string(),
+        ],
+    )
+    .await;
+    assert!(enqueued.status.success(), "{}", stderr(&enqueued));
+    let id: i64 = stdout(&enqueued).trim().parse().unwrap();
+    assert!(id > 0);
+
+    let shown = run(&dir.0, &["job", "--server", &server, &id.to_string()]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let job: Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(job["id"], json!(id));
+    assert_eq!(job["state"], json!("pending"));
+    assert_eq!(job["payload"], payload);
+
+    let mut from_stdin = baton(
+        &dir.0,
+        &[
+            "enqueue",
+            "--server",
+            &server,
+            "-q",
+            "emails",
+            "--priority",
+            "-2",
+            "-",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = from_stdin.stdin.take().unwrap();
+    stdin.write_all(br#"{"from": "stdin"}"#).await.unwrap();
+    drop(stdin);
+    let piped = tokio::time::timeout(Duration::from_secs(60), from_stdin.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    let piped_id: i64 = stdout(&piped).trim().parse().unwrap();
+    let shown = run(&dir.0, &["job", "--server", &server, &piped_id.to_string()]).await;
+    let job: Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(job["payload"], json!({"from": "stdin"}));
+    assert_eq!(job["priority"], json!(-2));
+
+    let counted = run(
+        &dir.0,
+        &["counts", "--server", &server, "--queue", "emails"],
+    )
+    .await;
+    let counts: Value = serde_json::from_str(&stdout(&counted)).unwrap();
+    assert_eq!(counts["pending"], json!(2));
+
+    let unknown = run(&dir.0, &["job", "--server", &server, "999999"]).await;
+    assert!(!unknown.status.success());
+    assert_eq!(stderr(&unknown).trim(), "error: job 999999 not found");
+
+    let stopped = terminate(child).await;
+    let log = stderr(&stopped);
+    assert!(
+        stopped.status.success(),
+        "serve exited with {}: {log}",
+        stopped.status
+    );
+    assert!(
+        log.contains(&format!("http://{listen}")) && log.contains("memory://"),
+        "the start line names the address and the backend: {log}"
+    );
+
+    let unreachable = run(&dir.0, &["job", "--server", &server, "1"]).await;
+    assert!(!unreachable.status.success());
+    assert_eq!(
+        stderr(&unreachable).trim(),
+        format!("error: cannot reach baton at {server}: is `baton serve` running?")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_on_the_command_line_fails_with_a_clear_message() {
+    let dir = Scratch(temp_dir("cli-input"));
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["enqueue", "-q", "emails", "{not json"],
+            "payload is not valid json",
+        ),
+        (&["enqueue", "-q", "", "1"], "queue name is empty"),
+        (&["job", "abc"], "job id \"abc\" is not a positive integer"),
+        (&["job", "0"], "job id \"0\" is not a positive integer"),
+        (
+            &["enqueue", "-q", "q", "--delay", "soon", "1"],
+            "is not a duration",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(&dir.0, args).await;
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[tokio::test]
+async fn backends_not_built_in_are_refused_by_name() {
+    let dir = Scratch(temp_dir("cli-backend"));
+    let output = run(&dir.0, &["serve", "--backend", "redis://localhost:6379"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("backend redis is not built into this binary yet"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&dir.0, &["serve", "--backend", "etcd://h"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("expected one of memory://"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    let dir = Scratch(temp_dir("cli-help"));
+    for command in ["serve", "enqueue", "job", "cancel", "counts", "bench"] {
+        let output = run(&dir.0, &[command, "--help"]).await;
+        assert!(output.status.success(), "{command}");
+        assert!(stdout(&output).contains("Usage: baton"), "{command}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the `baton` binary, one module per area.
+
+// A test that meets an unexpected error should fail on the spot, with the error in the message.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod bench;
+mod cli;
+mod config;
+mod support;

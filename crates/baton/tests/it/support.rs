@@ -1,0 +1,89 @@
+//! Helpers shared by the test modules.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use baton::client::Client;
+use baton_memory::MemoryBackend;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// An API server running in this process on a memory backend.
+pub struct TestServer {
+    /// The backend, shared with the server, for arranging states the API cannot reach.
+    pub backend: MemoryBackend,
+    /// A client of the server.
+    pub client: Client,
+    /// The server's base URL.
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 with a free port.
+    pub async fn start() -> Self {
+        let backend = MemoryBackend::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(baton::serve::serve(
+            listener,
+            Arc::new(backend.clone()),
+            Duration::from_secs(3600),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let client = Client::new(&url).unwrap();
+        Self {
+            backend,
+            client,
+            url,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Shuts the server down gracefully and waits, bounded, for it to stop.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the server stops within 10s of shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Polls `/healthz` until it answers, for at most `limit`.
+pub async fn wait_until_healthy(client: &Client, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match client.health().await {
+            Ok(()) => return,
+            Err(err) if Instant::now() >= deadline => {
+                panic!("server not healthy after {limit:?}: {err}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+pub fn temp_dir(purpose: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "baton-test-{purpose}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
