@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, Owner, PoolName, Result,
-    Timestamp, validate_ttl,
+    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, MAX_ITEMS, Owner, PoolName,
+    Result, Timestamp, validate_ttl,
 };
 
 use crate::heartbeat::Heartbeats;
@@ -94,6 +94,16 @@ fn lost(claim: &ClaimLease) -> Error {
     Error::lease_lost(format!("claim on {} in pool {}", claim.item, claim.pool))
 }
 
+fn check_item_count(items: &[ItemId]) -> Result<()> {
+    if items.len() > MAX_ITEMS {
+        return Err(Error::invalid(format!(
+            "one call may carry at most {MAX_ITEMS} items, not {}",
+            items.len()
+        )));
+    }
+    Ok(())
+}
+
 fn is_dead(lease: &Lease, heartbeats: &Heartbeats, now: Timestamp) -> bool {
     lease.expires_at() <= now || heartbeats.is_dead(lease.owner(), now)
 }
@@ -101,6 +111,7 @@ fn is_dead(lease: &Lease, heartbeats: &Heartbeats, now: Timestamp) -> bool {
 #[async_trait]
 impl Claim for MemoryBackend {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
+        check_item_count(items)?;
         let mut pools = lock(&self.inner.pools);
         let pool = pools.pools.entry(pool.clone()).or_default();
         let mut added = 0;
@@ -114,6 +125,7 @@ impl Claim for MemoryBackend {
     }
 
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
+        check_item_count(items)?;
         let mut pools = lock(&self.inner.pools);
         let Some(pool) = pools.pools.get_mut(pool) else {
             return Ok(0);
@@ -177,7 +189,7 @@ impl Claim for MemoryBackend {
         }))
     }
 
-    async fn renew(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
+    async fn renew_claim(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
         validate_ttl(ttl)?;
         let now = self.now();
         let mut pools = lock(&self.inner.pools);
@@ -199,7 +211,7 @@ impl Claim for MemoryBackend {
         })
     }
 
-    async fn release(&self, claim: &ClaimLease) -> Result<()> {
+    async fn release_claim(&self, claim: &ClaimLease) -> Result<()> {
         let now = self.now();
         let mut pools = lock(&self.inner.pools);
         let pool = pools

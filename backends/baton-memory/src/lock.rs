@@ -109,7 +109,7 @@ impl Lock for MemoryBackend {
         }
     }
 
-    async fn renew(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
+    async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
         validate_ttl(ttl)?;
         let now = self.now();
         let mut locks = lock(&self.inner.locks);
@@ -137,7 +137,7 @@ impl Lock for MemoryBackend {
         })
     }
 
-    async fn release(&self, lease: &LockLease) -> Result<()> {
+    async fn release_lock(&self, lease: &LockLease) -> Result<()> {
         let now = self.now();
         let mut all_current = true;
         {

@@ -8,16 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use baton_core::{
     Attempt, AttemptOutcome, Error, FencingToken, Job, JobEvent, JobId, JobLease, JobState,
-    MAX_BATCH, MAX_RESERVE, NewJob, Owner, Priority, Queue, QueueCounts, QueueName, Reserved,
-    Result, Retry, Timestamp, check_json_size, validate_ttl,
+    MAX_BATCH, MAX_ERROR_BYTES, MAX_RESERVE, NewJob, Owner, Priority, Queue, QueueCounts,
+    QueueName, Reserved, Result, Retry, Timestamp, check_json_size, validate_ttl,
 };
 use serde_json::Value;
 
 use crate::dispatch::Hub;
 use crate::{MemoryBackend, lock};
-
-/// The longest error message kept per attempt, in bytes; longer ones are cut.
-const MAX_ERROR_LEN: usize = 64 * 1024;
 
 /// Order among due jobs: highest priority, then earliest `run_at`, then lowest id.
 type DueKey = (Reverse<Priority>, Timestamp, JobId);
@@ -79,10 +76,10 @@ fn lost(id: JobId) -> Error {
 }
 
 fn truncate(error: &str) -> String {
-    if error.len() <= MAX_ERROR_LEN {
+    if error.len() <= MAX_ERROR_BYTES {
         return error.to_owned();
     }
-    let mut end = MAX_ERROR_LEN;
+    let mut end = MAX_ERROR_BYTES;
     while !error.is_char_boundary(end) {
         end -= 1;
     }

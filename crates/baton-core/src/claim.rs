@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ItemId, Lease, Owner, PoolName, Result};
 
+/// The most items one [`Claim::add`] or [`Claim::remove`] call may carry.
+pub const MAX_ITEMS: usize = 10_000;
+
 /// An owner's hold on one item of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimLease {
@@ -39,14 +42,24 @@ pub struct ItemStatus {
 ///   removed and added again;
 /// - judge expiry by the backend's clock; an expired claim fails `renew` and `release` with
 ///   [`LeaseLost`](crate::Error::LeaseLost) and may be claimed by another owner;
+/// - judge whether a claim is current by its item, owner and token against the backend's
+///   record, never by the expiry written in the caller's copy;
 /// - hand out unclaimed items oldest first, so that a returned item goes to the back.
 #[async_trait]
 pub trait Claim: Send + Sync {
     /// Adds the items that are not already in the pool, unclaimed; returns how many were added.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for more than [`MAX_ITEMS`] items in one call; nothing is added.
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64>;
 
     /// Removes items from the pool, claimed or not; returns how many were removed. A holder of
     /// a removed item loses its lease.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for more than [`MAX_ITEMS`] items in one call; nothing is removed.
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64>;
 
     /// Every item of the pool and its holder, ordered by item.
@@ -71,16 +84,17 @@ pub trait Claim: Send + Sync {
     ///
     /// `LeaseLost` if the claim expired, was released, reaped or removed, or is held by another
     /// grant.
-    async fn renew(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease>;
+    async fn renew_claim(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease>;
 
     /// Returns a claimed item to the back of the unclaimed list.
     ///
     /// # Errors
     ///
-    /// `LeaseLost` as for [`renew`](Claim::renew).
-    async fn release(&self, claim: &ClaimLease) -> Result<()>;
+    /// `LeaseLost` as for [`renew_claim`](Claim::renew_claim).
+    async fn release_claim(&self, claim: &ClaimLease) -> Result<()>;
 
-    /// Returns every item `owner` holds in `pool`; returns how many.
+    /// Returns every item `owner` holds in `pool`, expired claims not yet reaped included;
+    /// returns how many.
     async fn release_all(&self, pool: &PoolName, owner: &Owner) -> Result<u64>;
 
     /// Returns to the pool every item whose claim expired or whose owner's heartbeat

@@ -39,6 +39,8 @@ pub trait Dispatch: Send + Sync {
     async fn publish(&self, event: &JobEvent) -> Result<()>;
 
     /// A stream of the state changes of job `id` from now on. Subscribe before reading the
-    /// job's current state, so that no change falls between the two.
+    /// job's current state, so that no change falls between the two. The stream of a job that
+    /// is already terminal, or does not exist, yields nothing: the caller checks with
+    /// [`Queue::get`](crate::Queue::get) after subscribing.
     async fn subscribe(&self, id: JobId) -> Result<EventStream>;
 }

@@ -166,11 +166,17 @@ impl Acquire {
 /// - grant one fencing token per grant, greater than every earlier token of every name in it;
 /// - judge expiry by the backend's clock; an expired lock is free, and its lease fails `renew`
 ///   and `release` with [`LeaseLost`](crate::Error::LeaseLost);
+/// - judge whether a lease is current by its names, owner and token against the backend's
+///   record, never by the expiry written in the caller's copy;
 /// - treat a second request by the same owner for a name it holds as a conflict like any other:
 ///   locks are not re-entrant.
 #[async_trait]
 pub trait Lock: Send + Sync {
     /// Takes every lock of `request`, waiting up to its `wait` for them to be free.
+    ///
+    /// The wait is measured on the caller's clock (it is how long the caller is willing to
+    /// block); whether a holder has expired is judged on the backend's. A waiting implementation
+    /// looks again when a lock is released and often enough to notice a holder's expiry.
     ///
     /// # Errors
     ///
@@ -178,20 +184,21 @@ pub trait Lock: Send + Sync {
     /// which names the holders and their reasons.
     async fn acquire(&self, request: &LockRequest) -> Result<Acquire>;
 
-    /// Extends held locks to `ttl` from now, keeping their token.
+    /// Extends held locks to `ttl` from now, keeping their token: all of them, or none if any
+    /// is no longer held.
     ///
     /// # Errors
     ///
     /// `LeaseLost` if any of them expired or was released; `InvalidInput` for a bad TTL.
-    async fn renew(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease>;
+    async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease>;
 
     /// Frees held locks.
     ///
     /// # Errors
     ///
-    /// `LeaseLost` if any of them expired or is held by a newer grant; the others are still
-    /// freed.
-    async fn release(&self, lease: &LockLease) -> Result<()>;
+    /// `LeaseLost` if any of them expired, was already released or is held by a newer grant;
+    /// the names this grant still holds are freed all the same.
+    async fn release_lock(&self, lease: &LockLease) -> Result<()>;
 
     /// Every lock currently held (not expired), ordered by name.
     async fn holders(&self) -> Result<Vec<LockHolder>>;

@@ -11,6 +11,9 @@ use crate::{Job, JobId, JobLease, NewJob, Owner, QueueCounts, QueueName, Reserve
 pub const MAX_RESERVE: usize = 1000;
 /// The most jobs one [`Queue::enqueue_batch`] call may carry.
 pub const MAX_BATCH: usize = 10_000;
+/// The longest error message kept for a failed attempt, in bytes; a longer one is cut at a
+/// character boundary and marked with `…`.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Durable jobs: enqueued, reserved by workers under a lease, and ended in exactly one terminal
 /// state.
@@ -22,8 +25,9 @@ pub const MAX_BATCH: usize = 10_000;
 ///   `run_at` has come, highest priority first, then earliest `run_at`, then lowest id, counts
 ///   the attempt, and grants a lease whose token is greater than every earlier token of that job;
 /// - refuse `touch`, `complete` and `fail` with [`LeaseLost`](crate::Error::LeaseLost) when the
-///   lease is not the job's current one, has expired by the backend's clock, or the job was
-///   canceled;
+///   lease is not the job's current one (judged by job, owner and token against the backend's
+///   record, never by the expiry in the caller's copy), has expired by the backend's clock, or
+///   the job was canceled;
 /// - record every attempt in the job's history with its outcome;
 /// - when it also implements [`Dispatch`](crate::Dispatch), publish every state change of every
 ///   job and wake the queue when a job becomes due by `enqueue`, without being asked.
@@ -36,7 +40,7 @@ pub trait Queue: Send + Sync {
     /// `Backend` if it could not be stored durably; then it may or may not have been stored.
     async fn enqueue(&self, job: &NewJob) -> Result<JobId>;
 
-    /// Stores jobs in one step, all or none; returns their ids in order.
+    /// Stores jobs in one step, all or none; returns their ids in order (none for no jobs).
     ///
     /// # Errors
     ///
@@ -72,7 +76,7 @@ pub trait Queue: Send + Sync {
     /// `InvalidInput` for a result larger than [`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES).
     async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job>;
 
-    /// Records a failed attempt with `error`; the job goes back to pending at its retry time,
+    /// Records a failed attempt with `error` (cut to [`MAX_ERROR_BYTES`]); the job goes back to pending at its retry time,
     /// or ends as failed when `retry` or its policy allows no more attempts.
     ///
     /// # Errors

@@ -25,6 +25,12 @@ pub const ENV_PREFIX: &str = "BATON_";
 /// `BATON_*` variables that are not settings: `BATON_CONFIG` names the file itself.
 const ENV_NOT_SETTINGS: &[&str] = &["config"];
 
+/// Families of `BATON_*` variables that belong to the test tooling, not to the binary:
+/// `BATON_TEST_*_URL` (servers for backend tests), `BATON_SERVICES_*` (`scripts/services`),
+/// `BATON_CONFORMANCE_*` (the conformance suite). Every other `BATON_*` variable must be a
+/// setting, so that a misspelt one is an error rather than silently ignored.
+const ENV_TOOLING_PREFIXES: &[&str] = &["test_", "services_", "conformance_"];
+
 /// Every setting of the `baton` binary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +95,12 @@ pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<
         .merge(
             Env::prefixed(ENV_PREFIX)
                 .ignore(ENV_NOT_SETTINGS)
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    !ENV_TOOLING_PREFIXES
+                        .iter()
+                        .any(|prefix| key.starts_with(prefix))
+                })
                 .split("__"),
         )
         .merge(Serialized::defaults(overrides))

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use baton_core::{
-    Backend, Claim, ItemId, JobState, Lock, LockName, LockRequest, MAX_BATCH, MAX_LOCK_NAMES,
-    MAX_NAME_LEN, MAX_PAYLOAD_BYTES, MAX_REASON_LEN, MAX_RESERVE, MAX_TTL, NewJob, Owner, PoolName,
-    QueueName, RetryPolicy,
+    Backend, Claim, ItemId, JobState, Lock, LockName, LockRequest, MAX_BATCH, MAX_ERROR_BYTES,
+    MAX_ITEMS, MAX_LOCK_NAMES, MAX_NAME_LEN, MAX_PAYLOAD_BYTES, MAX_REASON_LEN, MAX_RESERVE,
+    MAX_TTL, NewJob, Owner, PoolName, QueueName, Retry, RetryPolicy,
 };
 use serde_json::{Value, json};
 
@@ -62,6 +62,14 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
         case!(
             "wakeups over no queues is invalid input",
             wakeups_without_queues
+        ),
+        case!(
+            "adding or removing more items than allowed in one call is invalid input and changes nothing",
+            oversized_item_lists
+        ),
+        case!(
+            "an overlong failure message is cut and the job is still retried",
+            overlong_failure_message
         ),
     ]
 }
@@ -242,12 +250,12 @@ async fn invalid_claim_ttl<B: Claim>(h: Harness<B>) -> CaseResult {
     let held = claim_some(&h.backend, &accounts, &worker, LONG_TTL).await?;
     for ttl in bad_ttls() {
         expect_invalid(
-            h.backend.renew(&held, ttl).await,
+            h.backend.renew_claim(&held, ttl).await,
             &format!("renew a claim with ttl {ttl:?}"),
         )?;
     }
     h.backend
-        .renew(&held, LONG_TTL)
+        .renew_claim(&held, LONG_TTL)
         .await
         .ctx("renew after refused renewals")?;
     Ok(())
@@ -264,12 +272,12 @@ async fn invalid_lock_ttl<B: Lock>(h: Harness<B>) -> CaseResult {
     let lease = acquire(&h.backend, &["a"], &holder, LONG_TTL).await?;
     for ttl in bad_ttls() {
         expect_invalid(
-            h.backend.renew(&lease, ttl).await,
+            h.backend.renew_lock(&lease, ttl).await,
             &format!("renew a lock with ttl {ttl:?}"),
         )?;
     }
     h.backend
-        .renew(&lease, LONG_TTL)
+        .renew_lock(&lease, LONG_TTL)
         .await
         .ctx("renew after refused renewals")?;
     Ok(())
@@ -376,4 +384,64 @@ async fn wakeups_without_queues<B: Backend>(h: Harness<B>) -> CaseResult {
         )),
         Ok(_) => Err("wakeups over no queues: expected InvalidInput, got a stream".to_owned()),
     }
+}
+
+async fn oversized_item_lists<B: Backend>(h: Harness<B>) -> CaseResult {
+    let accounts = pool("accounts")?;
+    let too_many: Vec<ItemId> = (0..=MAX_ITEMS)
+        .map(|n| ItemId::new(format!("item-{n}")).ctx("item id"))
+        .collect::<Result<_, _>>()?;
+    expect_invalid(
+        h.backend.add(&accounts, &too_many).await,
+        "adding more items than allowed",
+    )?;
+    ensure!(
+        h.backend.items(&accounts).await.ctx("items")?.is_empty(),
+        "a refused add stored items"
+    );
+    let allowed = &too_many[..MAX_ITEMS];
+    let added = h.backend.add(&accounts, allowed).await.ctx("add")?;
+    ensure!(added == MAX_ITEMS as u64, "added {added} of {MAX_ITEMS}");
+    expect_invalid(
+        h.backend.remove(&accounts, &too_many).await,
+        "removing more items than allowed",
+    )?;
+    let left = h.backend.items(&accounts).await.ctx("items")?.len();
+    ensure!(
+        left == MAX_ITEMS,
+        "a refused remove removed items: {left} left"
+    );
+    Ok(())
+}
+
+async fn overlong_failure_message<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("jobs")?;
+    let retried = job(&jobs, Value::Null)?
+        .with_retry(RetryPolicy::exponential(2, Duration::from_millis(1)))
+        .ctx("retry policy")?;
+    let id = h.backend.enqueue(&retried).await.ctx("enqueue")?;
+    let reserved = reserve_one(&h.backend, &jobs, &owner("worker")?, LONG_TTL).await?;
+    let message = "é".repeat(MAX_ERROR_BYTES);
+    let failed = h
+        .backend
+        .fail(&reserved.lease, &message, Retry::After(Duration::ZERO))
+        .await
+        .ctx("fail with an overlong message")?;
+    ensure!(
+        failed.state == JobState::Pending,
+        "the job was not retried: {:?}",
+        failed.state
+    );
+    let kept = failed.error.clone().ctx("the failure's error")?;
+    ensure!(
+        kept.len() <= MAX_ERROR_BYTES + '…'.len_utf8() && kept.starts_with("éé"),
+        "the message was kept at {} bytes",
+        kept.len()
+    );
+    let stored = h.backend.get(id).await.ctx("get")?.ctx("job")?;
+    ensure!(
+        stored.error == Some(kept),
+        "the stored error differs from the returned one"
+    );
+    Ok(())
 }

@@ -123,7 +123,7 @@ async fn add_idempotent<B: Claim>(h: Harness<B>) -> CaseResult {
         .ctx("add")?;
     ensure!(added == 0, "adding a claimed item added {added}");
     h.backend
-        .renew(&held, LONG_TTL)
+        .renew_claim(&held, LONG_TTL)
         .await
         .ctx("renew after re-adding a held item")?;
     let names = item_names(&h.backend, &accounts).await?;
@@ -249,7 +249,7 @@ async fn claim_order<B: Claim>(h: Harness<B>) -> CaseResult {
         "first claim got {}",
         first.item
     );
-    h.backend.release(&first).await.ctx("release")?;
+    h.backend.release_claim(&first).await.ctx("release")?;
     let mut order = Vec::new();
     for _ in 0..3 {
         order.push(
@@ -287,12 +287,15 @@ async fn release_all_only_owner<B: Claim>(h: Harness<B>) -> CaseResult {
         "release_all returned {released}, the owner held 2"
     );
     expect_lease_lost(
-        h.backend.renew(&a, LONG_TTL).await,
+        h.backend.renew_claim(&a, LONG_TTL).await,
         "renew a released claim",
     )?;
-    expect_lease_lost(h.backend.release(&c).await, "release a released claim")?;
+    expect_lease_lost(
+        h.backend.release_claim(&c).await,
+        "release a released claim",
+    )?;
     h.backend
-        .renew(&b, LONG_TTL)
+        .renew_claim(&b, LONG_TTL)
         .await
         .ctx("renew the other owner's claim")?;
     let listed = h.backend.items(&accounts).await.ctx("items")?;
@@ -339,11 +342,11 @@ async fn reap_dead_owner<B: Claim + Heartbeat>(h: Harness<B>) -> CaseResult {
         lost.item
     );
     expect_lease_lost(
-        h.backend.renew(&lost, LONG_TTL).await,
+        h.backend.renew_claim(&lost, LONG_TTL).await,
         "renew a reaped claim",
     )?;
     h.backend
-        .renew(&kept, LONG_TTL)
+        .renew_claim(&kept, LONG_TTL)
         .await
         .ctx("renew the live owner's claim")?;
     let again = claim_some(&h.backend, &accounts, &living, LONG_TTL).await?;
@@ -408,11 +411,11 @@ async fn remove_claimed<B: Claim>(h: Harness<B>) -> CaseResult {
         "removing one present and one missing item removed {removed}"
     );
     expect_lease_lost(
-        h.backend.renew(&held, LONG_TTL).await,
+        h.backend.renew_claim(&held, LONG_TTL).await,
         "renew a removed item's claim",
     )?;
     expect_lease_lost(
-        h.backend.release(&held).await,
+        h.backend.release_claim(&held).await,
         "release a removed item's claim",
     )?;
     let names = item_names(&h.backend, &accounts).await?;
@@ -469,7 +472,7 @@ async fn renew_extends<B: Claim>(h: Harness<B>) -> CaseResult {
     let ttl = SHORT_TTL * 3;
     let held = claim_some(&h.backend, &accounts, &holder, ttl).await?;
     h.time.pass(ttl * 2 / 3).await;
-    let renewed = h.backend.renew(&held, ttl).await.ctx("renew")?;
+    let renewed = h.backend.renew_claim(&held, ttl).await.ctx("renew")?;
     ensure!(
         renewed.lease.token() == held.lease.token(),
         "renew changed the token from {} to {}",
@@ -488,7 +491,7 @@ async fn renew_extends<B: Claim>(h: Harness<B>) -> CaseResult {
     );
     let reaped = h.backend.reap_dead(&accounts).await.ctx("reap_dead")?;
     ensure!(reaped.is_empty(), "a renewed claim was reaped: {reaped:?}");
-    h.backend.release(&renewed).await.ctx("release")?;
+    h.backend.release_claim(&renewed).await.ctx("release")?;
     Ok(())
 }
 
@@ -538,7 +541,7 @@ async fn random_run_keeps_items<B: Claim>(h: Harness<B>) -> CaseResult {
                             ))
                         );
                         expect_lease_lost(
-                            h.backend.renew(&old, LONG_TTL).await,
+                            h.backend.renew_claim(&old, LONG_TTL).await,
                             &at("renew a claim taken over"),
                         )?;
                     }
@@ -547,14 +550,14 @@ async fn random_run_keeps_items<B: Claim>(h: Harness<B>) -> CaseResult {
             }
             40..60 if !held.is_empty() => {
                 let lease = held.swap_remove(rng.below(held.len()));
-                match h.backend.release(&lease).await {
+                match h.backend.release_claim(&lease).await {
                     Ok(()) | Err(Error::LeaseLost { .. }) => {}
                     Err(other) => return Err(at(&format!("release: {other}"))),
                 }
             }
             60..70 if !held.is_empty() => {
                 let index = rng.below(held.len());
-                match h.backend.renew(&held[index], LONG_TTL).await {
+                match h.backend.renew_claim(&held[index], LONG_TTL).await {
                     Ok(renewed) => held[index] = renewed,
                     Err(Error::LeaseLost { .. }) => {
                         held.swap_remove(index);
@@ -583,7 +586,7 @@ async fn random_run_keeps_items<B: Claim>(h: Harness<B>) -> CaseResult {
                     if let Some(index) = held.iter().position(|l| l.item == item) {
                         let old = held.swap_remove(index);
                         expect_lease_lost(
-                            h.backend.renew(&old, LONG_TTL).await,
+                            h.backend.renew_claim(&old, LONG_TTL).await,
                             &at("renew a reaped claim"),
                         )?;
                     }

@@ -157,7 +157,7 @@ async fn lock_tokens_increase<B: Lock>(h: Harness<B>) -> CaseResult {
     for holder in [&first, &second, &first] {
         let lease = acquire(&h.backend, &["master"], holder, LONG_TTL).await?;
         tokens.push(lease.lease.token());
-        h.backend.release(&lease).await.ctx("release")?;
+        h.backend.release_lock(&lease).await.ctx("release")?;
     }
     let expiring = acquire(&h.backend, &["master"], &first, SHORT_TTL).await?;
     tokens.push(expiring.lease.token());
@@ -177,14 +177,14 @@ async fn multi_name_tokens<B: Lock>(h: Harness<B>) -> CaseResult {
     for _ in 0..3 {
         let lease = acquire(&h.backend, &["a"], &who, LONG_TTL).await?;
         earlier.push(lease.lease.token());
-        h.backend.release(&lease).await.ctx("release")?;
+        h.backend.release_lock(&lease).await.ctx("release")?;
     }
     let lease = acquire(&h.backend, &["b"], &who, LONG_TTL).await?;
     earlier.push(lease.lease.token());
-    h.backend.release(&lease).await.ctx("release")?;
+    h.backend.release_lock(&lease).await.ctx("release")?;
     let lease = acquire(&h.backend, &["c"], &who, LONG_TTL).await?;
     earlier.push(lease.lease.token());
-    h.backend.release(&lease).await.ctx("release")?;
+    h.backend.release_lock(&lease).await.ctx("release")?;
 
     let both = acquire(&h.backend, &["b", "a", "c"], &who, LONG_TTL).await?;
     let max_earlier = earlier.iter().max().copied().ctx("earlier tokens")?;
@@ -193,7 +193,7 @@ async fn multi_name_tokens<B: Lock>(h: Harness<B>) -> CaseResult {
         "grant of a, b and c has token {}, not above every earlier token {earlier:?}",
         both.lease.token()
     );
-    h.backend.release(&both).await.ctx("release")?;
+    h.backend.release_lock(&both).await.ctx("release")?;
     for name in ["b", "c"] {
         let single = acquire(&h.backend, &[name], &who, LONG_TTL).await?;
         ensure!(
@@ -202,7 +202,7 @@ async fn multi_name_tokens<B: Lock>(h: Harness<B>) -> CaseResult {
             single.lease.token(),
             both.lease.token()
         );
-        h.backend.release(&single).await.ctx("release")?;
+        h.backend.release_lock(&single).await.ctx("release")?;
     }
     Ok(())
 }
@@ -215,7 +215,7 @@ async fn claim_tokens_increase<B: Claim>(h: Harness<B>) -> CaseResult {
     let mut tokens = Vec::new();
     let held = claim_some(&h.backend, &accounts, &who, LONG_TTL).await?;
     tokens.push(held.lease.token());
-    h.backend.release(&held).await.ctx("release")?;
+    h.backend.release_claim(&held).await.ctx("release")?;
     let held = claim_some(&h.backend, &accounts, &owner("other")?, SHORT_TTL).await?;
     tokens.push(held.lease.token());
     h.time.pass(PAST_SHORT_TTL).await;
@@ -457,21 +457,24 @@ async fn stale_lock<B: Lock>(h: Harness<B>) -> CaseResult {
     h.time.pass(PAST_SHORT_TTL).await;
     let new = acquire(&h.backend, &["y"], &second, LONG_TTL).await?;
     expect_lease_lost(
-        h.backend.renew(&old, LONG_TTL).await,
+        h.backend.renew_lock(&old, LONG_TTL).await,
         "renew a stale lock lease",
     )?;
-    expect_lease_lost(h.backend.release(&old).await, "release a stale lock lease")?;
+    expect_lease_lost(
+        h.backend.release_lock(&old).await,
+        "release a stale lock lease",
+    )?;
     let holders = h.backend.holders().await.ctx("holders")?;
     ensure!(
         holders.len() == 1 && holders[0].lease == new.lease,
         "after a stale renew and release, holders are {holders:?}; expected only the new grant"
     );
     h.backend
-        .renew(&new, LONG_TTL)
+        .renew_lock(&new, LONG_TTL)
         .await
         .ctx("renew by the new holder")?;
     h.backend
-        .release(&new)
+        .release_lock(&new)
         .await
         .ctx("release by the new holder")?;
     Ok(())
@@ -482,10 +485,13 @@ async fn expired_lock<B: Lock>(h: Harness<B>) -> CaseResult {
     let lease = acquire(&h.backend, &["x"], &holder, SHORT_TTL).await?;
     h.time.pass(PAST_SHORT_TTL).await;
     expect_lease_lost(
-        h.backend.renew(&lease, LONG_TTL).await,
+        h.backend.renew_lock(&lease, LONG_TTL).await,
         "renew an expired lock",
     )?;
-    expect_lease_lost(h.backend.release(&lease).await, "release an expired lock")?;
+    expect_lease_lost(
+        h.backend.release_lock(&lease).await,
+        "release an expired lock",
+    )?;
     let holders = h.backend.holders().await.ctx("holders")?;
     ensure!(holders.is_empty(), "an expired lock is listed: {holders:?}");
     Ok(())
@@ -494,9 +500,9 @@ async fn expired_lock<B: Lock>(h: Harness<B>) -> CaseResult {
 async fn released_lock<B: Lock>(h: Harness<B>) -> CaseResult {
     let holder = owner("holder")?;
     let lease = acquire(&h.backend, &["x", "y"], &holder, LONG_TTL).await?;
-    h.backend.release(&lease).await.ctx("release")?;
+    h.backend.release_lock(&lease).await.ctx("release")?;
     expect_lease_lost(
-        h.backend.renew(&lease, LONG_TTL).await,
+        h.backend.renew_lock(&lease, LONG_TTL).await,
         "renew a released lock",
     )?;
     let holders = h.backend.holders().await.ctx("holders")?;
@@ -516,15 +522,18 @@ async fn stale_claim<B: Claim>(h: Harness<B>) -> CaseResult {
     let old = claim_some(&h.backend, &accounts, &owner("first")?, SHORT_TTL).await?;
     h.time.pass(PAST_SHORT_TTL).await;
     let new = claim_some(&h.backend, &accounts, &owner("second")?, LONG_TTL).await?;
-    expect_lease_lost(h.backend.renew(&old, LONG_TTL).await, "renew a stale claim")?;
-    expect_lease_lost(h.backend.release(&old).await, "release a stale claim")?;
+    expect_lease_lost(
+        h.backend.renew_claim(&old, LONG_TTL).await,
+        "renew a stale claim",
+    )?;
+    expect_lease_lost(h.backend.release_claim(&old).await, "release a stale claim")?;
     let listed = h.backend.items(&accounts).await.ctx("items")?;
     ensure!(
         listed.len() == 1 && listed[0].holder.as_ref() == Some(&new.lease),
         "after a stale renew and release the item is {listed:?}; expected the new holder"
     );
     h.backend
-        .renew(&new, LONG_TTL)
+        .renew_claim(&new, LONG_TTL)
         .await
         .ctx("renew by the new holder")?;
     Ok(())
@@ -539,22 +548,22 @@ async fn expired_claim<B: Claim>(h: Harness<B>) -> CaseResult {
     let who = owner("holder")?;
     let expiring = claim_some(&h.backend, &accounts, &who, SHORT_TTL).await?;
     let released = claim_some(&h.backend, &accounts, &who, LONG_TTL).await?;
-    h.backend.release(&released).await.ctx("release")?;
+    h.backend.release_claim(&released).await.ctx("release")?;
     expect_lease_lost(
-        h.backend.renew(&released, LONG_TTL).await,
+        h.backend.renew_claim(&released, LONG_TTL).await,
         "renew a released claim",
     )?;
     expect_lease_lost(
-        h.backend.release(&released).await,
+        h.backend.release_claim(&released).await,
         "release a released claim",
     )?;
     h.time.pass(PAST_SHORT_TTL).await;
     expect_lease_lost(
-        h.backend.renew(&expiring, LONG_TTL).await,
+        h.backend.renew_claim(&expiring, LONG_TTL).await,
         "renew an expired claim",
     )?;
     expect_lease_lost(
-        h.backend.release(&expiring).await,
+        h.backend.release_claim(&expiring).await,
         "release an expired claim",
     )?;
     Ok(())

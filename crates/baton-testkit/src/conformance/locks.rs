@@ -201,7 +201,7 @@ async fn not_reentrant<B: Lock>(h: Harness<B>) -> CaseResult {
         holders.iter().any(|h| h.lease == first.lease),
         "busy does not name the first grant: {holders:?}"
     );
-    h.backend.release(&first).await.ctx("release")?;
+    h.backend.release_lock(&first).await.ctx("release")?;
     Ok(())
 }
 
@@ -231,7 +231,7 @@ async fn release_frees_all<B: Lock>(h: Harness<B>) -> CaseResult {
     let first = owner("first")?;
     let second = owner("second")?;
     let lease = acquire(&h.backend, &["a", "b", "c"], &first, LONG_TTL).await?;
-    h.backend.release(&lease).await.ctx("release")?;
+    h.backend.release_lock(&lease).await.ctx("release")?;
     let holders = h.backend.holders().await.ctx("holders")?;
     ensure!(holders.is_empty(), "holders after release: {holders:?}");
     acquire(&h.backend, &["a"], &second, LONG_TTL).await?;
@@ -301,7 +301,7 @@ async fn renew_extends<B: Lock>(h: Harness<B>) -> CaseResult {
     let ttl = SHORT_TTL * 3;
     let lease = acquire(&h.backend, &["a", "b"], &holder, ttl).await?;
     h.time.pass(ttl * 2 / 3).await;
-    let renewed = h.backend.renew(&lease, ttl).await.ctx("renew")?;
+    let renewed = h.backend.renew_lock(&lease, ttl).await.ctx("renew")?;
     ensure!(
         renewed.lease.token() == lease.lease.token(),
         "renew changed the token from {} to {}",
@@ -324,8 +324,11 @@ async fn renew_extends<B: Lock>(h: Harness<B>) -> CaseResult {
         outcome,
         "rival acquire past the first ttl of a renewed lock",
     )?;
-    h.backend.renew(&renewed, ttl).await.ctx("second renew")?;
-    h.backend.release(&renewed).await.ctx("release")?;
+    h.backend
+        .renew_lock(&renewed, ttl)
+        .await
+        .ctx("second renew")?;
+    h.backend.release_lock(&renewed).await.ctx("release")?;
     Ok(())
 }
 
@@ -337,7 +340,7 @@ async fn wait_granted_on_release<B: Lock + Clone + 'static>(h: Harness<B>) -> Ca
     let req = request(&["b"], &waiter, LONG_TTL)?.with_wait(Duration::from_secs(20));
     let contender = tokio::spawn(async move { backend.acquire(&req).await });
     let_others_run().await;
-    h.backend.release(&held).await.ctx("release")?;
+    h.backend.release_lock(&held).await.ctx("release")?;
     let outcome = within("waiting acquire after release", contender)
         .await?
         .ctx("join")?
@@ -453,7 +456,7 @@ async fn mutual_exclusion<B: Lock + Clone + 'static>(h: Harness<B>) -> CaseResul
                 for &i in &picked {
                     inside[i].fetch_sub(1, Ordering::SeqCst);
                 }
-                backend.release(&lease).await.ctx("release")?;
+                backend.release_lock(&lease).await.ctx("release")?;
             }
             Ok(())
         });
@@ -488,7 +491,7 @@ async fn no_deadlock<B: Lock + Clone + 'static>(h: Harness<B>) -> CaseResult {
                 let lease =
                     expect_granted(outcome, "acquire of an overlapping set with a long wait")?;
                 tokio::task::yield_now().await;
-                backend.release(&lease).await.ctx("release")?;
+                backend.release_lock(&lease).await.ctx("release")?;
             }
             Ok(())
         });

@@ -43,9 +43,9 @@ pub enum Op {
     Items,
     /// [`Claim::claim`](baton_core::Claim::claim).
     Claim,
-    /// [`Claim::renew`](baton_core::Claim::renew).
+    /// [`Claim::renew_claim`](baton_core::Claim::renew_claim).
     RenewClaim,
-    /// [`Claim::release`](baton_core::Claim::release).
+    /// [`Claim::release_claim`](baton_core::Claim::release_claim).
     ReleaseClaim,
     /// [`Claim::release_all`](baton_core::Claim::release_all).
     ReleaseAll,
@@ -53,9 +53,9 @@ pub enum Op {
     ReapDead,
     /// [`Lock::acquire`](baton_core::Lock::acquire).
     Acquire,
-    /// [`Lock::renew`](baton_core::Lock::renew).
+    /// [`Lock::renew_lock`](baton_core::Lock::renew_lock).
     RenewLock,
-    /// [`Lock::release`](baton_core::Lock::release).
+    /// [`Lock::release_lock`](baton_core::Lock::release_lock).
     ReleaseLock,
     /// [`Lock::holders`](baton_core::Lock::holders).
     Holders,
@@ -141,13 +141,13 @@ impl Op {
             Self::Remove => "Claim::remove",
             Self::Items => "Claim::items",
             Self::Claim => "Claim::claim",
-            Self::RenewClaim => "Claim::renew",
-            Self::ReleaseClaim => "Claim::release",
+            Self::RenewClaim => "Claim::renew_claim",
+            Self::ReleaseClaim => "Claim::release_claim",
             Self::ReleaseAll => "Claim::release_all",
             Self::ReapDead => "Claim::reap_dead",
             Self::Acquire => "Lock::acquire",
-            Self::RenewLock => "Lock::renew",
-            Self::ReleaseLock => "Lock::release",
+            Self::RenewLock => "Lock::renew_lock",
+            Self::ReleaseLock => "Lock::release_lock",
             Self::Holders => "Lock::holders",
             Self::Enqueue => "Queue::enqueue",
             Self::EnqueueBatch => "Queue::enqueue_batch",

@@ -121,13 +121,13 @@ impl<B: Claim> Claim for Faulty<B> {
             .await
     }
 
-    async fn renew(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
-        self.call(Op::RenewClaim, Claim::renew(&self.inner, claim, ttl))
+    async fn renew_claim(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
+        self.call(Op::RenewClaim, Claim::renew_claim(&self.inner, claim, ttl))
             .await
     }
 
-    async fn release(&self, claim: &ClaimLease) -> Result<()> {
-        self.call(Op::ReleaseClaim, Claim::release(&self.inner, claim))
+    async fn release_claim(&self, claim: &ClaimLease) -> Result<()> {
+        self.call(Op::ReleaseClaim, Claim::release_claim(&self.inner, claim))
             .await
     }
 
@@ -147,13 +147,13 @@ impl<B: Lock> Lock for Faulty<B> {
         self.call(Op::Acquire, self.inner.acquire(request)).await
     }
 
-    async fn renew(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
-        self.call(Op::RenewLock, Lock::renew(&self.inner, lease, ttl))
+    async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
+        self.call(Op::RenewLock, Lock::renew_lock(&self.inner, lease, ttl))
             .await
     }
 
-    async fn release(&self, lease: &LockLease) -> Result<()> {
-        self.call(Op::ReleaseLock, Lock::release(&self.inner, lease))
+    async fn release_lock(&self, lease: &LockLease) -> Result<()> {
+        self.call(Op::ReleaseLock, Lock::release_lock(&self.inner, lease))
             .await
     }
 

@@ -76,16 +76,16 @@ impl<B: Claim> Claim for NoFencing<B> {
         self.inner.claim(pool, owner, ttl).await
     }
 
-    async fn renew(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
-        let result = Claim::renew(&self.inner, claim, ttl).await;
+    async fn renew_claim(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
+        let result = Claim::renew_claim(&self.inner, claim, ttl).await;
         if lease_lost(&result) {
             return Ok(claim.clone());
         }
         result
     }
 
-    async fn release(&self, claim: &ClaimLease) -> Result<()> {
-        let result = Claim::release(&self.inner, claim).await;
+    async fn release_claim(&self, claim: &ClaimLease) -> Result<()> {
+        let result = Claim::release_claim(&self.inner, claim).await;
         if lease_lost(&result) {
             return Ok(());
         }
@@ -107,16 +107,16 @@ impl<B: Lock> Lock for NoFencing<B> {
         self.inner.acquire(request).await
     }
 
-    async fn renew(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
-        let result = Lock::renew(&self.inner, lease, ttl).await;
+    async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
+        let result = Lock::renew_lock(&self.inner, lease, ttl).await;
         if lease_lost(&result) {
             return Ok(lease.clone());
         }
         result
     }
 
-    async fn release(&self, lease: &LockLease) -> Result<()> {
-        let result = Lock::release(&self.inner, lease).await;
+    async fn release_lock(&self, lease: &LockLease) -> Result<()> {
+        let result = Lock::release_lock(&self.inner, lease).await;
         if lease_lost(&result) {
             return Ok(());
         }

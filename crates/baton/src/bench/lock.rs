@@ -41,7 +41,7 @@ pub(super) async fn acquire_release(bench: &Bench) -> anyhow::Result<Figure> {
                     }
                 };
                 // `Claim` has a `release` too; name the trait.
-                Lock::release(backend.as_ref(), &lease).await?;
+                Lock::release_lock(backend.as_ref(), &lease).await?;
                 samples.push(pair.elapsed());
             }
             Ok::<_, anyhow::Error>(samples)

@@ -104,6 +104,20 @@ fn unknown_keys_are_rejected_naming_the_key() {
 }
 
 #[test]
+fn test_tooling_variables_are_not_taken_for_settings() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BATON_TEST_REDIS_URL", "redis://127.0.0.1:16379");
+        jail.set_env("BATON_SERVICES_DIR", "/tmp/services");
+        jail.set_env("BATON_CONFORMANCE_FILTER", "lock");
+        jail.set_env("BATON_LISTEN", "127.0.0.1:7101");
+        let config =
+            config::load(None, &ConfigOverrides::default()).expect("tooling variables are ignored");
+        assert_eq!(config.listen.port(), 7101);
+        Ok(())
+    });
+}
+
+#[test]
 fn invalid_values_are_rejected_naming_the_key_and_its_source() {
     Jail::expect_with(|jail| {
         jail.create_file("baton.toml", r#"listen = "not an address""#)?;
