@@ -236,6 +236,11 @@ const FENCING_CASES: [&str; 16] = [
     "no item is lost or duplicated over a long random run of claims, releases and reaps",
 ];
 
+/// Cases that catch the missing fencing only when their concurrent workers happen to race a
+/// cancel against a completion: they may fail, with any message, but need not.
+const RACY_FENCING_CASES: [&str; 1] =
+    ["every job ends in exactly one terminal state under concurrent workers"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_fails_a_backend_that_skips_fencing_checks() {
     let report = conformance::run(|| async {
@@ -258,6 +263,9 @@ async fn the_suite_fails_a_backend_that_skips_fencing_checks() {
         );
     }
     for (name, message) in &report.failed {
+        if RACY_FENCING_CASES.contains(name) {
+            continue;
+        }
         assert!(
             FENCING_CASES.contains(name) && message.contains("expected LeaseLost, got success"),
             "the case {name:?} failed for another reason than fencing: {message}"
