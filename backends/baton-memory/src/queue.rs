@@ -218,18 +218,6 @@ impl Jobs {
     }
 }
 
-/// The delay before the next attempt, or `None` if there is none.
-fn next_delay(job: &Job, retry: Retry) -> Option<Duration> {
-    if !job.retry.allows_another(job.attempts) {
-        return None;
-    }
-    match retry {
-        Retry::ByPolicy => Some(job.retry.delay_after(job.attempts)),
-        Retry::After(delay) => Some(delay),
-        Retry::Never => None,
-    }
-}
-
 #[async_trait]
 impl Queue for MemoryBackend {
     async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
@@ -350,7 +338,7 @@ impl Queue for MemoryBackend {
         let now = self.now();
         let error = truncate(error);
         let mut store = lock(&self.inner.jobs);
-        let delay = next_delay(store.current(lease, now)?, retry);
+        let delay = store.current(lease, now)?.retry_delay(retry);
         store.end_attempt(
             lease.job,
             AttemptOutcome::Failed {
@@ -437,7 +425,7 @@ impl Queue for MemoryBackend {
                 continue;
             };
             record.job.error = Some("lease expired".to_owned());
-            let delay = next_delay(&record.job, Retry::ByPolicy);
+            let delay = record.job.retry_delay(Retry::ByPolicy);
             store.retry_or_fail(id, delay, now, &self.inner.dispatch);
             requeued.push(id);
         }

@@ -293,6 +293,21 @@ pub struct Job {
     pub history: Vec<Attempt>,
 }
 
+impl Job {
+    /// After a failed attempt, how long until the next one, or `None` if the job must fail now:
+    /// when `retry` is [`Retry::Never`] or the job's policy allows no more attempts.
+    pub fn retry_delay(&self, retry: Retry) -> Option<Duration> {
+        if !self.retry.allows_another(self.attempts) {
+            return None;
+        }
+        match retry {
+            Retry::ByPolicy => Some(self.retry.delay_after(self.attempts)),
+            Retry::After(delay) => Some(delay),
+            Retry::Never => None,
+        }
+    }
+}
+
 /// A worker's hold on a running job: present it to complete, fail or touch the job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLease {
@@ -411,6 +426,39 @@ mod tests {
             let json = serde_json::to_string(&state).unwrap();
             assert_eq!(json, format!("\"{}\"", state.as_str()));
         }
+    }
+
+    #[test]
+    fn retry_delay_follows_the_decision_and_the_attempt_limit() {
+        let queue = QueueName::new("q").unwrap();
+        let mut job = Job {
+            id: JobId::new(1),
+            queue,
+            payload: Value::Null,
+            priority: Priority::default(),
+            state: JobState::Running,
+            attempts: 1,
+            retry: RetryPolicy::exponential(2, Duration::from_millis(100)),
+            created_at: Timestamp::EPOCH,
+            run_at: Timestamp::EPOCH,
+            finished_at: None,
+            result: None,
+            error: None,
+            lease: None,
+            history: Vec::new(),
+        };
+        assert_eq!(
+            job.retry_delay(Retry::ByPolicy),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            job.retry_delay(Retry::After(Duration::ZERO)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(job.retry_delay(Retry::Never), None);
+        job.attempts = 2;
+        assert_eq!(job.retry_delay(Retry::ByPolicy), None);
+        assert_eq!(job.retry_delay(Retry::After(Duration::ZERO)), None);
     }
 
     #[test]
