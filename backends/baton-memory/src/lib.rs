@@ -45,7 +45,7 @@ struct Inner {
     lock_changed: tokio::sync::Notify,
     pools: Mutex<claim::Pools>,
     heartbeats: Mutex<heartbeat::Heartbeats>,
-    dispatch: dispatch::Hub,
+    dispatch: baton_hub::Hub,
 }
 
 impl MemoryBackend {
@@ -65,7 +65,7 @@ impl MemoryBackend {
                 lock_changed: tokio::sync::Notify::new(),
                 pools: Mutex::default(),
                 heartbeats: Mutex::default(),
-                dispatch: dispatch::Hub::default(),
+                dispatch: baton_hub::Hub::default(),
             }),
         }
     }

@@ -13,8 +13,8 @@ use baton_core::{
 };
 use serde_json::Value;
 
-use crate::dispatch::Hub;
 use crate::{MemoryBackend, lock};
+use baton_hub::Hub;
 
 /// Order among due jobs: highest priority, then earliest `run_at`, then lowest id.
 type DueKey = (Reverse<Priority>, Timestamp, JobId);
