@@ -343,3 +343,73 @@ fn core_errors_map_to_their_status_and_kind() {
         assert_eq!(api.body().error, message);
     }
 }
+
+/// Bodies made of mutations of a valid request: truncated, bytes flipped, fields of the wrong
+/// type, deep nesting, invalid UTF-8.
+fn mangled_bodies(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
+    let valid = br#"{"queue":"q","payload":{"a":[1,2,3]},"priority":1,"delay_ms":5}"#.to_vec();
+    let mut bodies = vec![
+        Vec::new(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        br#"{"queue":7,"payload":1}"#.to_vec(),
+        br#"{"queue":"q","payload":1,"priority":"high"}"#.to_vec(),
+        br#"{"queue":"q","payload":1,"delay_ms":-1}"#.to_vec(),
+        br#"{"queue":"q","payload":1,"retry":{"max_attempts":0}}"#.to_vec(),
+        br#"{"queue":"q\u0000","payload":1}"#.to_vec(),
+        vec![0xff, 0xfe, b'{'],
+        format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+    ];
+    for _ in 0..300 {
+        let mut body = valid.clone();
+        match rng.u8(0..3) {
+            0 => body.truncate(rng.usize(0..body.len())),
+            1 => {
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(0..body.len());
+                    body[at] = rng.u8(..);
+                }
+            }
+            _ => {
+                let at = rng.usize(0..body.len());
+                body.insert(at, *b"{}[]\",:\\".get(rng.usize(0..8)).unwrap_or(&b'x'));
+            }
+        }
+        bodies.push(body);
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_a_json_client_error_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for body in mangled_bodies(&mut rng) {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        let (status, reply) = raw_post(&server, "/api/v1/jobs", body).await;
+        if status == StatusCode::CREATED {
+            let id: JobId = serde_json::from_value(reply["id"].clone()).unwrap();
+            let stored = server.client.job(id).await;
+            assert!(
+                stored.is_ok(),
+                "seed {seed}: accepted body {shown:?} was not stored"
+            );
+            continue;
+        }
+        assert!(
+            status.is_client_error(),
+            "seed {seed}: body {shown:?} got {status}: {reply}"
+        );
+        assert!(
+            serde_json::from_value::<ErrorBody>(reply.clone()).is_ok(),
+            "seed {seed}: body {shown:?} got a reply that is not an error body: {reply}"
+        );
+    }
+    let id = server
+        .client
+        .enqueue(&EnqueueRequest::new("q", json!("still serving")))
+        .await
+        .unwrap();
+    assert!(server.client.job(id).await.is_ok());
+}
