@@ -1,0 +1,265 @@
+//! [`Queue`] on SQLite: one short `BEGIN IMMEDIATE` transaction per call.
+//!
+//! Reservation reads the due jobs of each queue from the partial index over pending jobs
+//! (`jobs_due`), merges them in priority order and reserves each with one `UPDATE … RETURNING`
+//! that appends the attempt to the history in SQL. Completing, failing, canceling and
+//! requeueing read the row, change the job as the memory backend does, and write it back in the
+//! same transaction. Every change also writes an `events` row, and is announced to this
+//! process's hub after the commit.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{
+    AttemptOutcome, Error, Job, JobId, JobLease, JobState, MAX_BATCH, MAX_RESERVE, NewJob, Owner,
+    Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    validate_ttl,
+};
+use baton_sql::{JobRow, from_sqlx};
+use serde_json::Value;
+
+use crate::jobs::{Changes, end_attempt, event, finish, lost, retry_or_fail, truncate};
+use crate::{SqliteBackend, millis};
+
+/// How many finished jobs one purge transaction deletes.
+const PURGE_BATCH: i64 = 5_000;
+
+#[async_trait]
+impl Queue for SqliteBackend {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let id = self.insert(&mut write, job, &mut changes).await?;
+        self.commit_and_announce(write, changes).await?;
+        Ok(id)
+    }
+
+    async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        if jobs.len() > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "a batch may hold at most {MAX_BATCH} jobs, not {}",
+                jobs.len()
+            )));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.insert(&mut write, job, &mut changes).await?);
+        }
+        self.commit_and_announce(write, changes).await?;
+        Ok(ids)
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Reserved>> {
+        if queues.is_empty() {
+            return Err(Error::invalid("reserve needs at least one queue"));
+        }
+        if max == 0 || max > MAX_RESERVE {
+            return Err(Error::invalid(format!(
+                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
+            )));
+        }
+        validate_ttl(lease_ttl)?;
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let expires_at = Timestamp::from_millis(write.now).saturating_add(lease_ttl);
+        let mut reserved = Vec::new();
+        for id in self.due(&mut write, queues, max).await? {
+            let row: Option<JobRow> = sqlx::query_as(self.sql().reserve_job.clone())
+                .bind(owner.as_str().to_owned())
+                .bind(expires_at.as_millis())
+                .bind(owner.as_str().to_owned())
+                .bind(write.now)
+                .bind(id)
+                .fetch_optional(&mut *write.tx)
+                .await
+                .map_err(from_sqlx)?;
+            let Some(row) = row else { continue };
+            let job = row.into_job()?;
+            let lease = job.lease.clone().ok_or_else(|| lost(job.id))?;
+            let event = event(&job);
+            self.record_event(&mut write, &event).await?;
+            changes.events.push(event);
+            reserved.push(Reserved {
+                lease: JobLease { job: job.id, lease },
+                job,
+            });
+        }
+        self.commit_and_announce(write, changes).await?;
+        Ok(reserved)
+    }
+
+    async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
+        validate_ttl(ttl)?;
+        let expires_at: Option<i64> = sqlx::query_scalar(self.sql().touch_job.clone())
+            .bind(millis(ttl))
+            .bind(lease.job.get())
+            .bind(lease.lease.owner().as_str().to_owned())
+            .bind(i64::try_from(lease.lease.token().get()).unwrap_or(i64::MAX))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        let expires_at = expires_at.ok_or_else(|| lost(lease.job))?;
+        Ok(JobLease {
+            job: lease.job,
+            lease: baton_core::Lease::granted(
+                lease.lease.owner().clone(),
+                lease.lease.token(),
+                Timestamp::from_millis(expires_at),
+            ),
+        })
+    }
+
+    async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
+        check_json_size("result", &result)?;
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let now = Timestamp::from_millis(write.now);
+        let mut job = self.current(&mut write, lease).await?;
+        end_attempt(&mut job, AttemptOutcome::Succeeded, now);
+        job.result = Some(result);
+        finish(&mut job, JobState::Succeeded, now);
+        self.store(&mut write, &job, &mut changes).await?;
+        self.commit_and_announce(write, changes).await?;
+        Ok(job)
+    }
+
+    async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
+        let error = truncate(error);
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let now = Timestamp::from_millis(write.now);
+        let mut job = self.current(&mut write, lease).await?;
+        let delay = job.retry_delay(retry);
+        end_attempt(
+            &mut job,
+            AttemptOutcome::Failed {
+                error: error.clone(),
+            },
+            now,
+        );
+        job.error = Some(error);
+        retry_or_fail(&mut job, delay, now);
+        self.store(&mut write, &job, &mut changes).await?;
+        self.commit_and_announce(write, changes).await?;
+        Ok(job)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Job> {
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let now = Timestamp::from_millis(write.now);
+        let mut job = self
+            .load(&mut write, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        match job.state {
+            JobState::Canceled => return Ok(job),
+            JobState::Succeeded | JobState::Failed => {
+                return Err(Error::conflict(format!("job {id} already {}", job.state)));
+            }
+            JobState::Pending => {}
+            JobState::Running => end_attempt(&mut job, AttemptOutcome::Canceled, now),
+        }
+        finish(&mut job, JobState::Canceled, now);
+        self.store(&mut write, &job, &mut changes).await?;
+        self.commit_and_announce(write, changes).await?;
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        sqlx::query_as::<_, JobRow>(self.sql().job_by_id.clone())
+            .bind(id.get())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(from_sqlx)?
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
+    async fn last(&self, queue: &QueueName) -> Result<Option<Job>> {
+        sqlx::query_as::<_, JobRow>(self.sql().last_job.clone())
+            .bind(queue.as_str().to_owned())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(from_sqlx)?
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(self.sql().count_jobs.clone())
+            .bind(queue.as_str().to_owned())
+            .fetch_all(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        let mut counts = QueueCounts::default();
+        for (state, count) in rows {
+            let state: JobState = state.parse()?;
+            *counts.get_mut(state) = u64::try_from(count).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+
+    async fn requeue_expired(&self) -> Result<Vec<JobId>> {
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let now = Timestamp::from_millis(write.now);
+        let rows: Vec<JobRow> = sqlx::query_as(self.sql().expired_jobs.clone())
+            .bind(write.now)
+            .fetch_all(&mut *write.tx)
+            .await
+            .map_err(from_sqlx)?;
+        let mut requeued = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut job = row.into_job()?;
+            end_attempt(&mut job, AttemptOutcome::Expired, now);
+            job.error = Some("lease expired".to_owned());
+            let delay = job.retry_delay(Retry::ByPolicy);
+            retry_or_fail(&mut job, delay, now);
+            self.store(&mut write, &job, &mut changes).await?;
+            requeued.push(job.id);
+        }
+        self.commit_and_announce(write, changes).await?;
+        Ok(requeued)
+    }
+
+    async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
+        // In batches, each its own short transaction, so that purging a million jobs never
+        // holds the write lock long enough to time out another process's writer.
+        let mut purged = 0;
+        let mut cutoff = None;
+        loop {
+            let mut write = self.write().await?;
+            let before = *cutoff.get_or_insert(write.now.saturating_sub(millis(older_than)));
+            let deleted = sqlx::query(self.sql().purge_jobs.clone())
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected();
+            write.commit().await?;
+            purged += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        sqlx::query(self.sql().prune_events.clone())
+            .bind(millis(crate::EVENT_RETENTION))
+            .execute(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        Ok(purged)
+    }
+}

@@ -1,0 +1,240 @@
+//! What the conformance suite cannot see: several handles (as several processes) on one file,
+//! hostile names, URL forms and opening errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_core::{
+    Acquire, Claim, Dispatch, Error, ItemId, JobState, Lock, LockName, LockRequest, NewJob, Owner,
+    PoolName, Queue, QueueName,
+};
+use baton_sqlite::{SqliteBackend, SqliteConfig};
+use futures::StreamExt;
+
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// A database file path of its own, in a directory removed when the guard drops.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let directory =
+            std::env::temp_dir().join(format!("baton-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).expect("create the scratch directory");
+        Self(directory)
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("baton.db").display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_file_share_jobs_locks_and_events() {
+    let scratch = Scratch::new("shared");
+    let (first, second) = tokio::join!(
+        SqliteBackend::connect(SqliteConfig::new(scratch.url())),
+        SqliteBackend::connect(SqliteConfig::new(scratch.url())),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+
+    let queue = QueueName::new("shared").unwrap();
+    let mut wakes = first.wakeups(std::slice::from_ref(&queue)).await.unwrap();
+    let id = second
+        .enqueue(&NewJob::new(queue.clone(), serde_json::json!({"n": 1})).unwrap())
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(WITHIN, wakes.next()).await;
+    assert_eq!(woken.expect("woken across handles"), Some(queue.clone()));
+    assert_eq!(
+        first.get(id).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+
+    let events = first.subscribe(id).await.unwrap();
+    let owner = Owner::new("worker").unwrap();
+    let reserved = second
+        .reserve(
+            std::slice::from_ref(&queue),
+            &owner,
+            Duration::from_secs(30),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reserved.len(), 1);
+    second
+        .complete(&reserved[0].lease, serde_json::json!("done"))
+        .await
+        .unwrap();
+    let states: Vec<JobState> = tokio::time::timeout(WITHIN, events.map(|e| e.state).collect())
+        .await
+        .expect("events delivered across handles");
+    assert_eq!(states, [JobState::Running, JobState::Succeeded]);
+
+    let name = LockName::new("shared-lock").unwrap();
+    let request = |who: &str| {
+        LockRequest::new(
+            [name.clone()],
+            Owner::new(who).unwrap(),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    };
+    let held = first
+        .acquire(&request("a"))
+        .await
+        .unwrap()
+        .granted()
+        .unwrap();
+    assert!(matches!(
+        second.acquire(&request("b")).await.unwrap(),
+        Acquire::Busy(_)
+    ));
+    let waiting = {
+        let second = second.clone();
+        let request = request("b").with_wait(WITHIN);
+        tokio::spawn(async move { second.acquire(&request).await })
+    };
+    first.release_lock(&held).await.unwrap();
+    let taken = waiting
+        .await
+        .unwrap()
+        .unwrap()
+        .granted()
+        .expect("granted after release");
+    assert!(taken.lease.token() > held.lease.token());
+}
+
+#[tokio::test]
+async fn hostile_names_are_only_names() {
+    let scratch = Scratch::new("hostile");
+    let backend = SqliteBackend::connect(SqliteConfig::new(scratch.url()))
+        .await
+        .unwrap();
+    let hostile = "x'; DROP TABLE jobs; --";
+    let queue = QueueName::new(hostile).unwrap();
+    let id = backend
+        .enqueue(&NewJob::new(queue.clone(), serde_json::json!(hostile)).unwrap())
+        .await
+        .unwrap();
+    let owner = Owner::new(hostile).unwrap();
+    let reserved = backend
+        .reserve(
+            std::slice::from_ref(&queue),
+            &owner,
+            Duration::from_secs(30),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reserved[0].job.id, id);
+    assert_eq!(reserved[0].job.queue.as_str(), hostile);
+
+    let lock = LockName::new(hostile).unwrap();
+    let request = LockRequest::new([lock], owner.clone(), Duration::from_secs(30))
+        .unwrap()
+        .with_reason(hostile)
+        .unwrap();
+    let lease = backend.acquire(&request).await.unwrap().granted().unwrap();
+    let holders = backend.holders().await.unwrap();
+    assert_eq!(holders[0].name.as_str(), hostile);
+    assert_eq!(holders[0].reason, hostile);
+    backend.release_lock(&lease).await.unwrap();
+
+    let pool = PoolName::new(hostile).unwrap();
+    let item = ItemId::new(hostile).unwrap();
+    assert_eq!(
+        backend
+            .add(&pool, std::slice::from_ref(&item))
+            .await
+            .unwrap(),
+        1
+    );
+    let claim = backend
+        .claim(&pool, &owner, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.item, item);
+
+    assert_eq!(backend.counts(&queue).await.unwrap().running, 1);
+    assert!(backend.get(id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_in_memory_database_works_on_one_connection() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let backend = SqliteBackend::connect(SqliteConfig::new(url))
+            .await
+            .unwrap();
+        let queue = QueueName::new("q").unwrap();
+        let id = backend
+            .enqueue(&NewJob::new(queue.clone(), serde_json::json!(1)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(backend.last(&queue).await.unwrap().unwrap().id, id);
+    }
+}
+
+#[tokio::test]
+async fn a_relative_sqlite_url_opens_a_file() {
+    let scratch = Scratch::new("relative");
+    let path = scratch.0.join("plain.db");
+    let backend = SqliteBackend::connect(SqliteConfig::new(format!("sqlite:{}", path.display())))
+        .await
+        .unwrap();
+    let queue = QueueName::new("q").unwrap();
+    backend
+        .enqueue(&NewJob::new(queue, serde_json::json!(1)).unwrap())
+        .await
+        .unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_a_clear_error_naming_the_path() {
+    let path = std::env::temp_dir().join("baton-no-such-directory/sub/baton.db");
+    let error = SqliteBackend::connect(SqliteConfig::new(format!("sqlite://{}", path.display())))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error:?}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_of_another_database_is_refused() {
+    let error = SqliteBackend::connect(SqliteConfig::new("postgres://localhost/baton"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_opening_a_new_file_at_once_all_migrate_it() {
+    let scratch = Scratch::new("migrate");
+    let connects = (0..6).map(|_| SqliteBackend::connect(SqliteConfig::new(scratch.url())));
+    let backends = futures::future::join_all(connects).await;
+    let queue = QueueName::new("q").unwrap();
+    for backend in backends {
+        let backend = backend.expect("every handle connects and migrates");
+        backend
+            .enqueue(&NewJob::new(queue.clone(), serde_json::json!(1)).unwrap())
+            .await
+            .unwrap();
+    }
+    let again = SqliteBackend::connect(SqliteConfig::new(scratch.url()))
+        .await
+        .unwrap();
+    assert_eq!(again.counts(&queue).await.unwrap().pending, 6);
+}
