@@ -4,9 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use baton_core::Backend;
 use baton_memory::MemoryBackend;
+use baton_sql::TablePrefix;
+use baton_sqlite::{SqliteBackend, SqliteConfig};
 
 /// The URL schemes `backend` accepts, for error messages and help.
 pub const ACCEPTED_SCHEMES: &str = "memory://, sqlite://, postgres://, mysql://, redis://";
@@ -70,12 +72,14 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// Opens the backend `url` names.
+/// Opens the backend `url` names, its tables (or keys) named with `table_prefix`.
 ///
 /// # Errors
 ///
-/// An unknown scheme, a backend not built into this binary, or a backend that cannot be reached.
-pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
+/// An unknown scheme, an invalid prefix, a backend not built into this binary, or a backend that
+/// cannot be reached.
+pub async fn connect(url: &str, table_prefix: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    let prefix = TablePrefix::new(table_prefix)?;
     match BackendKind::from_url(url)? {
         BackendKind::Memory => {
             let rest = url.split_once(':').map_or("", |(_, rest)| rest);
@@ -86,6 +90,16 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
                 );
             }
             Ok(Arc::new(MemoryBackend::new()))
+        }
+        BackendKind::Sqlite => {
+            let config = SqliteConfig {
+                prefix,
+                ..SqliteConfig::new(url)
+            };
+            let backend = SqliteBackend::connect(config)
+                .await
+                .with_context(|| format!("cannot open the sqlite backend {:?}", redact(url)))?;
+            Ok(Arc::new(backend))
         }
         kind => bail!(
             "backend {kind} is not built into this binary yet (backend url {:?})",

@@ -24,6 +24,8 @@ use crate::cli::BenchArgs;
 pub struct BenchSettings {
     /// The backend URL.
     pub backend: String,
+    /// The backend's table prefix.
+    pub table_prefix: String,
     /// Jobs per enqueue and end-to-end figure.
     pub jobs: u64,
     /// Concurrent workers in the end-to-end figure (and in the drains after enqueue figures).
@@ -38,9 +40,10 @@ pub struct BenchSettings {
 
 impl BenchSettings {
     /// The settings of `args`, measuring `backend`.
-    pub fn from_args(backend: &str, args: &BenchArgs) -> Self {
+    pub fn from_args(backend: &str, table_prefix: &str, args: &BenchArgs) -> Self {
         Self {
             backend: backend.to_owned(),
+            table_prefix: table_prefix.to_owned(),
             jobs: args.jobs,
             workers: args.workers,
             batch: args.batch,
@@ -194,7 +197,7 @@ impl Bench {
 ///
 /// The backend cannot be opened, a scenario fails, or `out` cannot be written.
 pub async fn run(settings: &BenchSettings, out: &mut impl Write) -> anyhow::Result<()> {
-    let backend = backend::connect(&settings.backend).await?;
+    let backend = backend::connect(&settings.backend, &settings.table_prefix).await?;
     let bench = Bench::new(backend, settings.clone());
     for scenario in Scenario::ALL {
         let figure = scenario

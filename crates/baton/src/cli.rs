@@ -70,9 +70,14 @@ pub enum Command {
 /// Flags of `baton serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Backend URL: memory:// (sqlite://, postgres://, mysql://, redis:// to come) [config: backend]
+    /// Backend URL: sqlite://PATH or memory:// (postgres://, mysql://, redis:// to come)
+    /// [config: backend, default: sqlite://baton.db]
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
+
+    /// Prefix of every table the backend creates [config: table_prefix, default: baton_]
+    #[arg(long, value_name = "PREFIX")]
+    pub table_prefix: Option<String>,
 
     /// Address to serve the HTTP API on [config: listen, default: 127.0.0.1:7600]
     #[arg(long, value_name = "ADDR")]
@@ -146,7 +151,7 @@ pub struct CountsArgs {
 /// Flags of `baton bench`.
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
-    /// Backend URL to measure [config: backend, default: memory://]
+    /// Backend URL to measure [config: backend, default: sqlite://baton.db]
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
 
@@ -176,6 +181,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> ConfigOverrides {
         ConfigOverrides {
             backend: self.backend.clone(),
+            table_prefix: self.table_prefix.clone(),
             listen: self.listen,
             retention: self.retention,
             ..ConfigOverrides::default()

@@ -37,7 +37,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Counts(args) => counts(file, &args).await,
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;
-            let settings = BenchSettings::from_args(&config.backend, &args);
+            let settings = BenchSettings::from_args(&config.backend, &config.table_prefix, &args);
             bench::run(&settings, &mut std::io::stdout()).await
         }
     }

@@ -35,8 +35,11 @@ const ENV_TOOLING_PREFIXES: &[&str] = &["test_", "services_", "conformance_"];
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatonConfig {
-    /// Backend URL: `memory://` for now; `sqlite://`, `postgres://`, `mysql://`, `redis://` later.
+    /// Backend URL: `sqlite://baton.db` (the embedded default), `memory://`, and soon
+    /// `postgres://…`, `mysql://…`, `redis://…`.
     pub backend: String,
+    /// Prefix of every table (or key) the backend creates, so Baton can share a database.
+    pub table_prefix: String,
     /// Address `baton serve` listens on.
     pub listen: SocketAddr,
     /// Base URL of the server that client commands (`enqueue`, `job`, …) talk to.
@@ -49,7 +52,8 @@ pub struct BatonConfig {
 impl Default for BatonConfig {
     fn default() -> Self {
         Self {
-            backend: "memory://".to_owned(),
+            backend: "sqlite://baton.db".to_owned(),
+            table_prefix: "baton_".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7600)),
             server: "http://127.0.0.1:7600".to_owned(),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
@@ -63,6 +67,9 @@ pub struct ConfigOverrides {
     /// `--backend`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// `--table-prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_prefix: Option<String>,
     /// `--listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
@@ -119,6 +126,8 @@ impl BatonConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         BackendKind::from_url(&self.backend)
             .context("invalid configuration: invalid value for key \"backend\"")?;
+        baton_sql::TablePrefix::new(&self.table_prefix)
+            .context("invalid configuration: invalid value for key \"table_prefix\"")?;
         let server = reqwest::Url::parse(&self.server).map_err(|e| {
             anyhow::anyhow!(
                 "invalid configuration: invalid value for key \"server\": {:?} is not a url: {e}",

@@ -25,7 +25,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 ///
 /// The backend cannot be opened, the address cannot be bound, or serving fails.
 pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
-    let backend = backend::connect(&config.backend).await?;
+    let backend = backend::connect(&config.backend, &config.table_prefix).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

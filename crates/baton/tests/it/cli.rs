@@ -167,7 +167,7 @@ async fn serve_enqueue_and_job_work_together_and_serve_stops_cleanly_on_sigterm(
         stopped.status
     );
     assert!(
-        log.contains(&format!("http://{listen}")) && log.contains("memory://"),
+        log.contains(&format!("http://{listen}")) && log.contains("sqlite://baton.db"),
         "the start line names the address and the backend: {log}"
     );
 
@@ -233,4 +233,52 @@ async fn every_command_has_help() {
         assert!(output.status.success(), "{command}");
         assert!(stdout(&output).contains("Usage: baton"), "{command}");
     }
+}
+
+#[tokio::test]
+async fn jobs_enqueued_on_the_default_sqlite_backend_survive_a_server_restart() {
+    let dir = Scratch(temp_dir("cli-restart"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = format!("http://{listen}");
+    let client = Client::new(&server).unwrap();
+
+    let first = baton(&dir.0, &["serve", "--listen", &listen])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&client, Duration::from_secs(10)).await;
+    let enqueued = run(
+        &dir.0,
+        &[
+            "enqueue",
+            "--server",
+            &server,
+            "-q",
+            "durable",
+            r#"{"keep": true}"#,
+        ],
+    )
+    .await;
+    assert!(enqueued.status.success(), "{}", stderr(&enqueued));
+    let id = stdout(&enqueued).trim().to_owned();
+    let stopped = terminate(first).await;
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert!(
+        dir.0.join("baton.db").exists(),
+        "the default backend is a sqlite file in the working directory"
+    );
+
+    let second = baton(&dir.0, &["serve", "--listen", &listen])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&client, Duration::from_secs(10)).await;
+    let shown = run(&dir.0, &["job", "--server", &server, &id]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let job: Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(job["payload"], json!({"keep": true}));
+    assert_eq!(job["state"], json!("pending"));
+    let stopped = terminate(second).await;
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
 }

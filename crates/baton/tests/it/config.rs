@@ -24,7 +24,8 @@ fn defaults_apply_when_nothing_is_set() {
     Jail::expect_with(|_jail| {
         let config = config::load(None, &ConfigOverrides::default()).unwrap();
         assert_eq!(config, BatonConfig::default());
-        assert_eq!(config.backend, "memory://");
+        assert_eq!(config.backend, "sqlite://baton.db");
+        assert_eq!(config.table_prefix, "baton_");
         assert_eq!(config.listen, addr("127.0.0.1:7600"));
         assert_eq!(config.server, "http://127.0.0.1:7600");
         assert_eq!(config.retention, Duration::from_secs(7 * 24 * 3600));
@@ -93,7 +94,10 @@ fn unknown_keys_are_rejected_naming_the_key() {
             error.contains(r#"unknown key "listn" in baton.toml"#),
             "{error}"
         );
-        assert!(error.contains("known keys: backend, listen"), "{error}");
+        assert!(
+            error.contains("known keys: backend, table_prefix, listen"),
+            "{error}"
+        );
 
         jail.create_file("baton.toml", "")?;
         jail.set_env("BATON_BAKEND", "memory://");
