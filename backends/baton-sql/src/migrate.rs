@@ -22,9 +22,12 @@ pub struct MigrationFile {
 
 /// A sqlx [`Migrator`] for `files` with `prefix` applied, recording what it applied in
 /// `<prefix>migrations`, so that several Baton instances with different prefixes can share one
-/// database. Run it with `migrator.run(&pool)`: sqlx takes the database's migration lock where
-/// it has one (PostgreSQL, MySQL), so processes starting together apply each file once, and
-/// a file already applied is skipped, so running it on every connect is safe.
+/// database. A file already applied is skipped, so running it on every connect is safe.
+///
+/// Processes that start together must not apply a file twice: sqlx's lock serializes them on
+/// PostgreSQL, but not on MariaDB (whose `GET_LOCK(…, -1)` returns at once) nor on SQLite (no
+/// lock at all), so those backends hold a lock of their own (`GET_LOCK` with a timeout, a retry
+/// after a lost race) around the run.
 ///
 /// # Errors
 ///

@@ -1,0 +1,201 @@
+//! [`Queue`] on MySQL: argument checks, the retry of transactions that lost a deadlock, and
+//! delivery to this process's waiters after commit; the transactions are in `jobs.rs`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{
+    AttemptOutcome, Error, Job, JobId, JobLease, JobState, Lease, MAX_BATCH, MAX_RESERVE, NewJob,
+    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    validate_ttl,
+};
+use baton_sql::{JobRow, from_sqlx};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::MysqlBackend;
+use crate::sql::{TxError, millis, now, retrying};
+
+use crate::job_logic::{end_attempt, finish, lost, retry_or_fail, truncate};
+use crate::jobs::{COUNTS, PURGE, SELECT_JOB, SELECT_LAST};
+
+#[async_trait]
+impl Queue for MysqlBackend {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
+        let (ids, outbox) = retrying(|| self.enqueue_once(std::slice::from_ref(job))).await?;
+        self.deliver(&outbox);
+        ids.first()
+            .copied()
+            .ok_or_else(|| Error::permanent(std::io::Error::other("insert returned no id")))
+    }
+
+    async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        if jobs.len() > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "a batch may hold at most {MAX_BATCH} jobs, not {}",
+                jobs.len()
+            )));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, outbox) = retrying(|| self.enqueue_once(jobs)).await?;
+        self.deliver(&outbox);
+        Ok(ids)
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Reserved>> {
+        if queues.is_empty() {
+            return Err(Error::invalid("reserve needs at least one queue"));
+        }
+        if max == 0 || max > MAX_RESERVE {
+            return Err(Error::invalid(format!(
+                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
+            )));
+        }
+        validate_ttl(lease_ttl)?;
+        let mut queues = queues.to_vec();
+        queues.sort();
+        queues.dedup();
+        let (reserved, outbox) =
+            retrying(|| self.reserve_once(&queues, owner, lease_ttl, max)).await?;
+        self.deliver(&outbox);
+        Ok(reserved)
+    }
+
+    async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
+        validate_ttl(ttl)?;
+        let (job, _) = retrying(|| {
+            self.change_leased(lease, |job, now| {
+                job.lease = Some(Lease::granted(
+                    lease.lease.owner().clone(),
+                    lease.lease.token(),
+                    Timestamp::from_millis(now).saturating_add(ttl),
+                ));
+            })
+        })
+        .await?;
+        let renewed = job.lease.ok_or_else(|| lost(lease.job))?;
+        Ok(JobLease {
+            job: lease.job,
+            lease: renewed,
+        })
+    }
+
+    async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
+        check_json_size("result", &result)?;
+        let (job, outbox) = retrying(|| {
+            self.change_leased(lease, |job, now| {
+                end_attempt(job, AttemptOutcome::Succeeded, now);
+                job.result = Some(result.clone());
+                finish(job, JobState::Succeeded, now);
+            })
+        })
+        .await?;
+        self.deliver(&outbox);
+        Ok(job)
+    }
+
+    async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
+        let error = truncate(error);
+        let (job, outbox) = retrying(|| {
+            self.change_leased(lease, |job, now| {
+                let delay = job.retry_delay(retry);
+                end_attempt(
+                    job,
+                    AttemptOutcome::Failed {
+                        error: error.clone(),
+                    },
+                    now,
+                );
+                job.error = Some(error.clone());
+                retry_or_fail(job, delay, now);
+            })
+        })
+        .await?;
+        self.deliver(&outbox);
+        Ok(job)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Job> {
+        let (job, outbox) = retrying(|| self.cancel_once(id)).await?;
+        self.deliver(&outbox);
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(self.stmt(SELECT_JOB))
+            .bind(id.get())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    async fn last(&self, queue: &QueueName) -> Result<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(self.stmt(SELECT_LAST))
+            .bind(queue.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
+        let rows = sqlx::query(self.stmt(COUNTS))
+            .bind(queue.as_str())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let state: String = row.try_get(0).map_err(from_sqlx)?;
+            let count: i64 = row.try_get(1).map_err(from_sqlx)?;
+            let state: JobState = state.parse()?;
+            *counts.get_mut(state) = u64::try_from(count).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+
+    async fn requeue_expired(&self) -> Result<Vec<JobId>> {
+        let mut all = Vec::new();
+        loop {
+            let (ids, outbox) = retrying(|| self.requeue_once()).await?;
+            self.deliver(&outbox);
+            let done = ids.len() < 500;
+            all.extend(ids);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
+        let now = {
+            let mut conn = self.inner.pool.acquire().await.map_err(from_sqlx)?;
+            now(&mut conn).await.map_err(|error| match error {
+                TxError::Sql(error) => from_sqlx(error),
+                TxError::Baton(error) => error,
+            })?
+        };
+        let cutoff = now.saturating_sub(millis(older_than));
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(self.stmt(PURGE))
+                .bind(cutoff)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < 10_000 {
+                return Ok(purged);
+            }
+        }
+    }
+}
