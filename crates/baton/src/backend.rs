@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use baton_core::Backend;
 use baton_memory::MemoryBackend;
+use baton_mysql::{MysqlBackend, MysqlConfig};
 use baton_sql::TablePrefix;
 use baton_sqlite::{SqliteBackend, SqliteConfig};
 
@@ -101,10 +102,28 @@ pub async fn connect(url: &str, table_prefix: &str) -> anyhow::Result<Arc<dyn Ba
                 .with_context(|| format!("cannot open the sqlite backend {:?}", redact(url)))?;
             Ok(Arc::new(backend))
         }
+        BackendKind::Mysql => {
+            let config = MysqlConfig {
+                prefix,
+                ..MysqlConfig::new(mysql_url(url))
+            };
+            let backend = MysqlBackend::connect(config)
+                .await
+                .with_context(|| format!("cannot open the mysql backend {:?}", redact(url)))?;
+            Ok(Arc::new(backend))
+        }
         kind => bail!(
             "backend {kind} is not built into this binary yet (backend url {:?})",
             redact(url)
         ),
+    }
+}
+
+/// `url` with a `mariadb://` scheme spelled `mysql://`, the scheme the driver knows.
+fn mysql_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
+        _ => url.to_owned(),
     }
 }
 

@@ -77,3 +77,72 @@ async fn bench_prints_one_json_line_per_figure_and_completes_every_job() {
     assert!(0.0 < p50 && p50 <= p99, "{lock}");
     assert!(lock["per_second"].as_f64().unwrap() > 0.0);
 }
+
+/// Runs a tiny bench against `url` and returns its figures, asserting it succeeded.
+async fn tiny_bench(url: &str) -> Vec<Value> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "bench",
+                "--backend",
+                url,
+                "--jobs",
+                "60",
+                "--workers",
+                "4",
+                "--batch",
+                "20",
+                "--lock-ops",
+                "40",
+            ])
+            .env_clear()
+            .current_dir(std::env::temp_dir())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench finishes within 120s")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "bench on {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn completed_every_job(figures: &[Value]) -> bool {
+    figures
+        .iter()
+        .any(|f| f["bench"] == "end_to_end" && f["completed"] == 60)
+}
+
+#[tokio::test]
+async fn bench_runs_on_a_sqlite_file() {
+    let dir = crate::support::temp_dir("bench-sqlite");
+    let url = format!("sqlite://{}", dir.join("bench.db").display());
+    let figures = tiny_bench(&url).await;
+    assert_eq!(figures.len(), 4, "{figures:?}");
+    assert!(completed_every_job(&figures), "{figures:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn bench_runs_on_mysql() {
+    let url = std::env::var("BATON_TEST_MYSQL_URL").expect(
+        "BATON_TEST_MYSQL_URL is not set: run the tests through scripts/test, which starts the servers",
+    );
+    let figures = tiny_bench(&url).await;
+    assert_eq!(figures.len(), 4, "{figures:?}");
+    assert!(completed_every_job(&figures), "{figures:?}");
+    assert!(
+        figures
+            .iter()
+            .all(|f| !f["backend"].as_str().unwrap_or("").contains(":baton@")),
+        "the password is hidden: {figures:?}"
+    );
+}
