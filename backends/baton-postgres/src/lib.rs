@@ -1,1 +1,206 @@
-//! placeholder
+//! Baton on PostgreSQL through sqlx: all five coordination traits on one database, with
+//! `FOR UPDATE SKIP LOCKED` reservations and `LISTEN/NOTIFY` dispatch between processes.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use baton_core::{NewJob, Owner, Queue, QueueName};
+//! use baton_postgres::{PostgresBackend, PostgresConfig};
+//!
+//! # async fn example() -> baton_core::Result<()> {
+//! let backend = PostgresBackend::connect(PostgresConfig::new("postgres://baton@localhost/baton")).await?;
+//! let queue = QueueName::new("emails")?;
+//! backend.enqueue(&NewJob::new(queue.clone(), serde_json::json!({"to": "a@b.c"}))?).await?;
+//! let owner = Owner::new("worker-1")?;
+//! for job in backend.reserve(&[queue], &owner, Duration::from_secs(30), 10).await? {
+//!     backend.complete(&job.lease, serde_json::json!("sent")).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Tables
+//!
+//! Every table name starts with the configured [`TablePrefix`] (`baton_` by default); the schema
+//! is `migrations/0001_initial.sql`, applied on connect. Times are `BIGINT` milliseconds since
+//! the epoch, always computed by the server (`now()`), never by the client.
+//!
+//! - `jobs`: one row per job (the columns of [`baton_sql::JobRow`]); `history` is `jsonb` and
+//!   attempts are appended and finished in SQL; `lease_token` is the last token granted. Indexes:
+//!   a partial index on pending jobs `(queue, priority DESC, run_at, id)` that reservation walks
+//!   in order (finished jobs never enter it), running jobs by lease expiry, finished jobs by
+//!   `finished_at` (purge), `(queue, id)` (last) and `(queue, state)` (counts).
+//! - `locks`: one row per name ever locked: `owner` (NULL when free), `token` (the last granted),
+//!   `expires_at`, `reason`, `since`, and a `version` bumped on every change. Renew and release
+//!   are compare-and-set on `(name, owner, token)`.
+//! - `claims`: one row per `(pool, item)`: `owner` (NULL when unclaimed), `token`, `expires_at`,
+//!   `seq` (FIFO order of unclaimed items, from the `claims_seq` sequence) and `present` (false
+//!   for a removed item's tombstone, which keeps its token so a re-added item's tokens increase).
+//! - `heartbeats`: `owner`, `expires_at`.
+//!
+//! # Notifications
+//!
+//! Job events and wake-ups go to this process's subscribers at once, after the commit, and to
+//! other processes through `NOTIFY` on the channels `<prefix>events` (a compact JSON event
+//! naming its origin, so that a process skips its own) and `<prefix>wake` (a queue name), sent
+//! in the same transaction as the change. Lock releases notify `<prefix>unlock`; a waiting
+//! `acquire` also looks again every 25 ms. A background task holds a dedicated `LISTEN`
+//! connection; after it drops, the task reconnects and wakes every queue, since wakes may have
+//! been lost. Job events sent while it was disconnected are lost for this process's
+//! subscribers, which should check the job with `get` after a wait times out.
+//!
+//! # Group commit
+//!
+//! Concurrent `enqueue`, `reserve` and `complete` calls of one backend share statements: each
+//! is queued to a batching task, which runs every request that arrived while its previous batch
+//! ran as one multi-row statement (one commit), and answers each caller. Fencing stays per job:
+//! each completed row is matched against its own lease, and a caller whose row did not match
+//! gets `LeaseLost`.
+
+mod batch;
+mod claim;
+mod dispatch;
+mod heartbeat;
+mod lock;
+mod queue;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::Result;
+use baton_hub::Hub;
+use baton_sql::{MigrationFile, from_sqlx};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use baton_sql::TablePrefix;
+
+/// The schema, as migrations applied in order on connect.
+const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
+    version: 1,
+    description: "initial schema",
+    sql: include_str!("../migrations/0001_initial.sql"),
+}];
+
+/// How to reach the database and name the tables.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// A `postgres://user:password@host:port/database` URL.
+    pub url: String,
+    /// The prefix of every table name.
+    pub prefix: TablePrefix,
+    /// The most connections the pool opens (the `LISTEN` connection is extra).
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing with a transient error.
+    pub acquire_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// The defaults for `url`: prefix `baton_`, 16 connections, a 10 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: TablePrefix::default(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The PostgreSQL backend: a cheap, cloneable handle to a connection pool and the listener.
+#[derive(Clone, Debug)]
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    sql: Arc<sql::Statements>,
+    batchers: batch::Batchers,
+    hub: Arc<Hub>,
+    /// Signalled when a lock is released (here or, through the listener, elsewhere).
+    lock_changed: Arc<Notify>,
+    /// This backend's id in notifications, so that it skips its own.
+    origin: i64,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresBackend {
+    /// Connects, applies the migrations and starts listening for notifications.
+    ///
+    /// # Errors
+    ///
+    /// `Backend` if the database cannot be reached or a migration fails.
+    pub async fn connect(config: PostgresConfig) -> Result<Self> {
+        let options = PgConnectOptions::from_str(&config.url).map_err(from_sqlx)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(from_sqlx)?;
+        baton_sql::migrator(&config.prefix, MIGRATIONS)?
+            .run(&pool)
+            .await
+            .map_err(|error| from_sqlx(sqlx::Error::Migrate(Box::new(error))))?;
+        let hub = Arc::new(Hub::default());
+        let lock_changed = Arc::new(Notify::new());
+        let origin = dispatch::new_origin();
+        let channels = dispatch::Channels::new(&config.prefix);
+        let listener =
+            dispatch::spawn_listener(&pool, channels, origin, hub.clone(), lock_changed.clone())
+                .await?;
+        let sql = Arc::new(sql::Statements::new(&config.prefix));
+        let batchers = batch::Batchers::spawn(&batch::Shared {
+            pool: pool.clone(),
+            sql: sql.clone(),
+            origin,
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                batchers,
+                hub,
+                lock_changed,
+                origin,
+                listener,
+            }),
+        })
+    }
+
+    /// What the batching code needs, as a cheap clone.
+    fn shared(&self) -> batch::Shared {
+        batch::Shared {
+            pool: self.inner.pool.clone(),
+            sql: self.inner.sql.clone(),
+            origin: self.inner.origin,
+        }
+    }
+
+    /// The connection pool, for tests and tools that need to look at the tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+}
+
+/// The error of a call whose batching task is gone (the runtime is shutting down).
+fn batcher_gone() -> baton_core::Error {
+    baton_core::Error::transient(std::io::Error::other("the batching task stopped"))
+}
+
+/// A TTL or delay in whole milliseconds, as bound to SQL.
+fn millis(duration: Duration) -> i64 {
+    baton_core::duration_millis(duration)
+}

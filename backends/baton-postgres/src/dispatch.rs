@@ -1,0 +1,188 @@
+//! [`Dispatch`] on PostgreSQL: this process's [`Hub`] at once, other processes through
+//! `LISTEN/NOTIFY` on a dedicated connection held by a background task.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{Dispatch, EventStream, JobEvent, JobId, JobState, QueueName, Result, WakeStream};
+use baton_hub::Hub;
+use baton_sql::{TablePrefix, from_sqlx};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgNotification};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::PostgresBackend;
+
+/// How long the listener waits before reconnecting after a failure.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// The notification channels of one table prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Channels {
+    events: String,
+    wake: String,
+    unlock: String,
+}
+
+impl Channels {
+    pub(crate) fn new(prefix: &TablePrefix) -> Self {
+        Self {
+            events: prefix.table("events"),
+            wake: prefix.table("wake"),
+            unlock: prefix.table("unlock"),
+        }
+    }
+}
+
+/// A job event as sent on the events channel: compact, and naming the backend that sent it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    /// The sending backend's origin id.
+    o: i64,
+    /// Job id.
+    j: i64,
+    /// Queue.
+    q: String,
+    /// State name.
+    s: String,
+    /// Attempts.
+    a: u32,
+}
+
+impl Payload {
+    fn to_event(&self) -> Option<JobEvent> {
+        Some(JobEvent {
+            job: JobId::new(self.j),
+            queue: QueueName::new(&self.q).ok()?,
+            state: self.s.parse::<JobState>().ok()?,
+            attempts: self.a,
+        })
+    }
+}
+
+/// A random id for this backend, so that it recognises its own notifications.
+pub(crate) fn new_origin() -> i64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    (hasher.finish() >> 1) as i64
+}
+
+/// Starts listening (the `LISTEN`s are in place when this returns) and spawns the task that
+/// hands notifications to `hub`.
+pub(crate) async fn spawn_listener(
+    pool: &PgPool,
+    channels: Channels,
+    origin: i64,
+    hub: Arc<Hub>,
+    lock_changed: Arc<Notify>,
+) -> Result<JoinHandle<()>> {
+    let mut listener = PgListener::connect_with(pool).await.map_err(from_sqlx)?;
+    listener.ignore_pool_close_event(true);
+    listener
+        .listen_all([
+            channels.events.as_str(),
+            channels.wake.as_str(),
+            channels.unlock.as_str(),
+        ])
+        .await
+        .map_err(from_sqlx)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    handle(&notification, &channels, origin, &hub, &lock_changed);
+                }
+                Ok(None) => {
+                    tracing::warn!("notification connection lost; reconnecting");
+                    hub.wake_all();
+                    lock_changed.notify_waiters();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "listening for notifications failed; retrying");
+                    hub.wake_all();
+                    lock_changed.notify_waiters();
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                }
+            }
+        }
+    }))
+}
+
+fn handle(
+    notification: &PgNotification,
+    channels: &Channels,
+    origin: i64,
+    hub: &Hub,
+    lock_changed: &Notify,
+) {
+    let channel = notification.channel();
+    if channel == channels.wake {
+        if let Ok(queue) = QueueName::new(notification.payload()) {
+            hub.wake(&queue);
+        }
+    } else if channel == channels.unlock {
+        lock_changed.notify_waiters();
+    } else if channel == channels.events {
+        let Ok(payload) = serde_json::from_str::<Payload>(notification.payload()) else {
+            tracing::warn!(
+                payload = notification.payload(),
+                "skipping a corrupt job event"
+            );
+            return;
+        };
+        if payload.o == origin {
+            return;
+        }
+        if let Some(event) = payload.to_event() {
+            hub.publish(&event);
+        }
+    }
+}
+
+#[async_trait]
+impl Dispatch for PostgresBackend {
+    async fn wake(&self, queue: &QueueName) -> Result<()> {
+        self.inner.hub.wake(queue);
+        sqlx::query(self.inner.sql.notify_wake.clone())
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn wakeups(&self, queues: &[QueueName]) -> Result<WakeStream> {
+        self.inner.hub.wakeups(queues)
+    }
+
+    async fn publish(&self, event: &JobEvent) -> Result<()> {
+        self.inner.hub.publish(event);
+        let payload = Payload {
+            o: self.inner.origin,
+            j: event.job.get(),
+            q: event.queue.as_str().to_owned(),
+            s: event.state.as_str().to_owned(),
+            a: event.attempts,
+        };
+        let text = serde_json::to_string(&payload).unwrap_or_default();
+        sqlx::query(self.inner.sql.notify_event.clone())
+            .bind(text)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, id: JobId) -> Result<EventStream> {
+        Ok(self.inner.hub.subscribe(id))
+    }
+}

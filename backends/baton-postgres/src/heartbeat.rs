@@ -1,0 +1,62 @@
+//! [`Heartbeat`] on PostgreSQL: one row per owner with its expiry by the server's clock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{Error, Heartbeat, Owner, Result, validate_ttl};
+use baton_sql::from_sqlx;
+use sqlx::Row;
+
+use crate::{PostgresBackend, millis};
+
+#[async_trait]
+impl Heartbeat for PostgresBackend {
+    async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
+        validate_ttl(ttl)?;
+        sqlx::query(self.inner.sql.beat.clone())
+            .bind(owner.as_str())
+            .bind(millis(ttl))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn alive(&self, owner: &Owner) -> Result<bool> {
+        let row = sqlx::query(self.inner.sql.alive.clone())
+            .bind(owner.as_str())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.try_get("alive").map_err(from_sqlx)
+    }
+
+    async fn dead_owners(&self) -> Result<Vec<Owner>> {
+        let rows = sqlx::query(self.inner.sql.dead_owners.clone())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut dead = rows
+            .iter()
+            .map(|row| {
+                let owner: String = row.try_get("owner").map_err(from_sqlx)?;
+                Owner::new(owner).map_err(|e| Error::Backend {
+                    message: format!("corrupt heartbeat row: {e}"),
+                    transient: false,
+                    source: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        dead.sort();
+        Ok(dead)
+    }
+
+    async fn forget(&self, owner: &Owner) -> Result<()> {
+        sqlx::query(self.inner.sql.forget.clone())
+            .bind(owner.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+}

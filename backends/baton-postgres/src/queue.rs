@@ -1,0 +1,417 @@
+//! [`Queue`] on PostgreSQL: one statement per grant or completion, `SKIP LOCKED` reservation,
+//! read-modify-write in one transaction where the retry policy decides (fail, expiry).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{
+    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, MAX_BATCH, MAX_ERROR_BYTES,
+    MAX_RESERVE, NewJob, Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp,
+    check_json_size, validate_ttl,
+};
+use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
+use crate::batch::{CompleteRequest, EnqueueRequest, ReserveRequest, Shared};
+use crate::{PostgresBackend, batcher_gone, millis};
+
+/// The most expired jobs one transaction of `requeue_expired` handles (the `LIMIT` of
+/// `select_expired`).
+const REQUEUE_BATCH: usize = 1000;
+
+/// Inserts `jobs` in one statement (with their `NOTIFY`s); returns their ids in order.
+pub(crate) async fn insert_jobs(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
+    let queues: Vec<&str> = jobs.iter().map(|job| job.queue().as_str()).collect();
+    let payloads: Vec<String> = jobs.iter().map(|job| encode_json(job.payload())).collect();
+    let priorities: Vec<i32> = jobs.iter().map(|job| job.priority().0).collect();
+    let retries: Vec<String> = jobs.iter().map(|job| encode_retry(job.retry())).collect();
+    let delays: Vec<i64> = jobs.iter().map(|job| millis(job.delay())).collect();
+    let rows = sqlx::query(shared.sql.enqueue.clone())
+        .bind(&queues)
+        .bind(&payloads)
+        .bind(&priorities)
+        .bind(&retries)
+        .bind(&delays)
+        .bind(shared.origin)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(from_sqlx)?;
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .map(|row| row.try_get::<i64, _>("id"))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(from_sqlx)?;
+    // Ids are assigned in the statement's order, so sorted ids line up with `jobs`.
+    ids.sort_unstable();
+    if ids.len() != jobs.len() {
+        return Err(Error::permanent(std::io::Error::other(format!(
+            "inserted {} jobs but got {} ids",
+            jobs.len(),
+            ids.len()
+        ))));
+    }
+    Ok(ids)
+}
+
+/// A row of `{cols}` as a job.
+pub(crate) fn decode_job(row: &PgRow) -> Result<Job> {
+    JobRow::from_row(row).map_err(from_sqlx)?.into_job()
+}
+
+fn event(job: &Job) -> JobEvent {
+    JobEvent {
+        job: job.id,
+        queue: job.queue.clone(),
+        state: job.state,
+        attempts: job.attempts,
+    }
+}
+
+fn lost(id: JobId) -> Error {
+    Error::lease_lost(format!("job {id}"))
+}
+
+fn outcome_json(outcome: &AttemptOutcome) -> String {
+    serde_json::to_string(outcome).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn token(lease: &JobLease) -> i64 {
+    i64::try_from(lease.lease.token().get()).unwrap_or(i64::MAX)
+}
+
+fn truncate(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &error[..end])
+}
+
+impl PostgresBackend {
+    /// Publishes a committed job change to this process's subscribers, and wakes its queue if
+    /// it became due.
+    fn deliver(&self, job: &Job, now_due: bool) {
+        self.inner.hub.publish(&event(job));
+        if now_due {
+            self.inner.hub.wake(&job.queue);
+        }
+    }
+
+    /// Requeues or fails up to [`REQUEUE_BATCH`] expired jobs in one transaction; says whether
+    /// more may be left.
+    async fn requeue_expired_batch(&self) -> Result<(Vec<JobId>, bool)> {
+        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let rows = sqlx::query(self.inner.sql.select_expired.clone())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let mut changed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let current = decode_job(row)?;
+            let delay = current.retry_delay(Retry::ByPolicy);
+            let job = self
+                .end_attempt(
+                    &mut tx,
+                    &current,
+                    delay,
+                    "lease expired",
+                    &AttemptOutcome::Expired,
+                )
+                .await?;
+            changed.push((job, delay.is_some_and(|delay| delay.is_zero())));
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        let ids = changed
+            .into_iter()
+            .map(|(job, due)| {
+                self.deliver(&job, due);
+                job.id
+            })
+            .collect();
+        Ok((ids, rows.len() >= REQUEUE_BATCH))
+    }
+
+    /// Ends the current attempt of the locked, running `job` and retries it after `delay` or
+    /// fails it; inside `tx`.
+    async fn end_attempt(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        job: &Job,
+        delay: Option<Duration>,
+        error: &str,
+        outcome: &AttemptOutcome,
+    ) -> Result<Job> {
+        let delay_ms = delay.map_or(-1, millis);
+        let row = sqlx::query(self.inner.sql.end_attempt.clone())
+            .bind(job.id.get())
+            .bind(delay_ms)
+            .bind(error)
+            .bind(outcome_json(outcome))
+            .bind(self.inner.origin)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        decode_job(&row)
+    }
+}
+
+#[async_trait]
+impl Queue for PostgresBackend {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .batchers
+            .enqueue
+            .send(EnqueueRequest {
+                job: job.clone(),
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        let id = JobId::new(answer.await.map_err(|_| batcher_gone())??);
+        self.inner.hub.publish(&JobEvent {
+            job: id,
+            queue: job.queue().clone(),
+            state: JobState::Pending,
+            attempts: 0,
+        });
+        if job.delay().is_zero() {
+            self.inner.hub.wake(job.queue());
+        }
+        Ok(id)
+    }
+
+    async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        if jobs.len() > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "a batch may hold at most {MAX_BATCH} jobs, not {}",
+                jobs.len()
+            )));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<&NewJob> = jobs.iter().collect();
+        let ids = insert_jobs(&self.shared(), &refs).await?;
+        for (id, job) in ids.iter().zip(jobs) {
+            self.inner.hub.publish(&JobEvent {
+                job: JobId::new(*id),
+                queue: job.queue().clone(),
+                state: JobState::Pending,
+                attempts: 0,
+            });
+            if job.delay().is_zero() {
+                self.inner.hub.wake(job.queue());
+            }
+        }
+        Ok(ids.into_iter().map(JobId::new).collect())
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Reserved>> {
+        if queues.is_empty() {
+            return Err(Error::invalid("reserve needs at least one queue"));
+        }
+        if max == 0 || max > MAX_RESERVE {
+            return Err(Error::invalid(format!(
+                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
+            )));
+        }
+        validate_ttl(lease_ttl)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .batchers
+            .reserve
+            .send(ReserveRequest {
+                queues: queues.to_vec(),
+                owner: owner.as_str().to_owned(),
+                ttl_ms: millis(lease_ttl),
+                max,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        let mut jobs = answer.await.map_err(|_| batcher_gone())??;
+        jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.run_at, job.id));
+        let mut reserved = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            self.deliver(&job, false);
+            let Some(lease) = job.lease.clone() else {
+                return Err(Error::permanent(std::io::Error::other(format!(
+                    "reserved job {} has no lease",
+                    job.id
+                ))));
+            };
+            reserved.push(Reserved {
+                lease: JobLease { job: job.id, lease },
+                job,
+            });
+        }
+        Ok(reserved)
+    }
+
+    async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
+        validate_ttl(ttl)?;
+        let row = sqlx::query(self.inner.sql.touch.clone())
+            .bind(lease.job.get())
+            .bind(lease.lease.owner().as_str())
+            .bind(token(lease))
+            .bind(millis(ttl))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| lost(lease.job))?;
+        let expires_at: i64 = row.try_get("lease_expires_at").map_err(from_sqlx)?;
+        Ok(JobLease {
+            job: lease.job,
+            lease: baton_core::Lease::granted(
+                lease.lease.owner().clone(),
+                lease.lease.token(),
+                Timestamp::from_millis(expires_at),
+            ),
+        })
+    }
+
+    async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
+        check_json_size("result", &result)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .batchers
+            .complete
+            .send(CompleteRequest {
+                id: lease.job.get(),
+                owner: lease.lease.owner().as_str().to_owned(),
+                token: token(lease),
+                result: encode_json(&result),
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        let job = answer
+            .await
+            .map_err(|_| batcher_gone())??
+            .ok_or_else(|| lost(lease.job))?;
+        self.deliver(&job, false);
+        Ok(job)
+    }
+
+    async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
+        let error = truncate(error);
+        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let row = sqlx::query(self.inner.sql.select_current.clone())
+            .bind(lease.job.get())
+            .bind(lease.lease.owner().as_str())
+            .bind(token(lease))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| lost(lease.job))?;
+        let current = decode_job(&row)?;
+        let delay = current.retry_delay(retry);
+        let outcome = AttemptOutcome::Failed {
+            error: error.clone(),
+        };
+        let job = self
+            .end_attempt(&mut tx, &current, delay, &error, &outcome)
+            .await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        self.deliver(&job, delay.is_some_and(|delay| delay.is_zero()));
+        Ok(job)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Job> {
+        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let row = sqlx::query(self.inner.sql.select_for_update.clone())
+            .bind(id.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        let current = decode_job(&row)?;
+        match current.state {
+            JobState::Canceled => return Ok(current),
+            JobState::Succeeded | JobState::Failed => {
+                return Err(Error::conflict(format!(
+                    "job {id} already {}",
+                    current.state
+                )));
+            }
+            JobState::Pending | JobState::Running => {}
+        }
+        let row = sqlx::query(self.inner.sql.cancel.clone())
+            .bind(id.get())
+            .bind(outcome_json(&AttemptOutcome::Canceled))
+            .bind(self.inner.origin)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let job = decode_job(&row)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        self.deliver(&job, false);
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let row = sqlx::query(self.inner.sql.get.clone())
+            .bind(id.get())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(decode_job).transpose()
+    }
+
+    async fn last(&self, queue: &QueueName) -> Result<Option<Job>> {
+        let row = sqlx::query(self.inner.sql.last.clone())
+            .bind(queue.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(decode_job).transpose()
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
+        let rows = sqlx::query(self.inner.sql.counts.clone())
+            .bind(queue.as_str())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let state: String = row.try_get("state").map_err(from_sqlx)?;
+            let n: i64 = row.try_get("n").map_err(from_sqlx)?;
+            let Ok(state) = state.parse::<JobState>() else {
+                tracing::warn!(%state, "skipping jobs in an unknown state");
+                continue;
+            };
+            *counts.get_mut(state) = u64::try_from(n).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+
+    async fn requeue_expired(&self) -> Result<Vec<JobId>> {
+        let mut requeued = Vec::new();
+        loop {
+            let (ids, more) = self.requeue_expired_batch().await?;
+            requeued.extend(ids);
+            if !more {
+                return Ok(requeued);
+            }
+        }
+    }
+
+    async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
+        let done = sqlx::query(self.inner.sql.purge.clone())
+            .bind(millis(older_than))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+}

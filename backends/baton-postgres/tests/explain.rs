@@ -1,0 +1,68 @@
+//! Reservation stays an index walk when finished jobs pile up: with 1,000,000 finished and
+//! 100,000 pending jobs, the plan of the picking query uses the pending partial index.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use baton_core::{Owner, Queue, QueueName};
+use baton_postgres::PostgresBackend;
+use sqlx::{AssertSqlSafe, Row};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> anyhow::Result<()> {
+    let config = support::config("e");
+    let prefix = config.prefix.to_string();
+    let backend = PostgresBackend::connect(config).await?;
+    let pool = backend.pool();
+    let sql = |text: &str| AssertSqlSafe(text.replace("{prefix}", &prefix));
+    sqlx::query(sql(
+        "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, created_at,
+             run_at, finished_at)
+         SELECT 'q', '{}', 0, 'succeeded', 1, '{}', g, g, g FROM generate_series(1, 1000000) g",
+    ))
+    .execute(pool)
+    .await?;
+    sqlx::query(sql(
+        "INSERT INTO {prefix}jobs (queue, payload, priority, state, retry, created_at, run_at)
+         SELECT 'q', '{}', g % 3, 'pending', '{}', g, g FROM generate_series(1, 100000) g",
+    ))
+    .execute(pool)
+    .await?;
+    sqlx::query(sql("ANALYZE {prefix}jobs"))
+        .execute(pool)
+        .await?;
+
+    let plan: Vec<String> = sqlx::query(sql("EXPLAIN SELECT id FROM {prefix}jobs
+         WHERE queue = 'q' AND state = 'pending'
+             AND run_at <= (extract(epoch from now()) * 1000)::bigint
+         ORDER BY priority DESC, run_at, id
+         LIMIT 32 FOR UPDATE SKIP LOCKED"))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| row.get::<String, _>(0))
+    .collect();
+    let plan = plan.join("\n");
+    println!("{plan}");
+    assert!(
+        plan.contains(&format!("Index Scan using {prefix}jobs_pending")),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+
+    let queue = QueueName::new("q")?;
+    let started = Instant::now();
+    let reserved = backend
+        .reserve(&[queue], &Owner::new("w")?, Duration::from_secs(30), 32)
+        .await?;
+    println!("reserved {} in {:?}", reserved.len(), started.elapsed());
+    assert_eq!(reserved.len(), 32);
+    assert!(reserved.iter().all(|r| r.job.priority.0 == 2));
+
+    support::drop_tables(pool, &prefix).await;
+    Ok(())
+}
