@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use baton_core::Backend;
 use baton_memory::MemoryBackend;
 use baton_mysql::{MysqlBackend, MysqlConfig};
+use baton_postgres::{PostgresBackend, PostgresConfig};
 use baton_sql::TablePrefix;
 use baton_sqlite::{SqliteBackend, SqliteConfig};
 
@@ -100,6 +101,16 @@ pub async fn connect(url: &str, table_prefix: &str) -> anyhow::Result<Arc<dyn Ba
             let backend = SqliteBackend::connect(config)
                 .await
                 .with_context(|| format!("cannot open the sqlite backend {:?}", redact(url)))?;
+            Ok(Arc::new(backend))
+        }
+        BackendKind::Postgres => {
+            let config = PostgresConfig {
+                prefix,
+                ..PostgresConfig::new(url)
+            };
+            let backend = PostgresBackend::connect(config)
+                .await
+                .with_context(|| format!("cannot open the postgres backend {:?}", redact(url)))?;
             Ok(Arc::new(backend))
         }
         BackendKind::Mysql => {

@@ -70,7 +70,7 @@ pub enum Command {
 /// Flags of `baton serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Backend URL: sqlite://PATH or memory:// (postgres://, mysql://, redis:// to come)
+    /// Backend URL: sqlite://PATH, postgres://…, mysql://… or memory:// (redis:// to come)
     /// [config: backend, default: sqlite://baton.db]
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,

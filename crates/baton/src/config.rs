@@ -35,8 +35,8 @@ const ENV_TOOLING_PREFIXES: &[&str] = &["test_", "services_", "conformance_"];
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatonConfig {
-    /// Backend URL: `sqlite://baton.db` (the embedded default), `memory://`, and soon
-    /// `postgres://…`, `mysql://…`, `redis://…`.
+    /// Backend URL: `sqlite://baton.db` (the embedded default), `postgres://…`, `mysql://…`,
+    /// `memory://`; `redis://…` to come.
     pub backend: String,
     /// Prefix of every table (or key) the backend creates, so Baton can share a database.
     pub table_prefix: String,

@@ -146,3 +146,13 @@ async fn bench_runs_on_mysql() {
         "the password is hidden: {figures:?}"
     );
 }
+
+#[tokio::test]
+async fn bench_runs_on_postgres() {
+    let url = std::env::var("BATON_TEST_POSTGRES_URL").expect(
+        "BATON_TEST_POSTGRES_URL is not set: run the tests through scripts/test, which starts the servers",
+    );
+    let figures = tiny_bench(&url).await;
+    assert_eq!(figures.len(), 4, "{figures:?}");
+    assert!(completed_every_job(&figures), "{figures:?}");
+}
