@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, MAX_ITEMS, Owner, PoolName,
-    Result, Timestamp, validate_ttl,
+    Claim, ClaimLease, FencingToken, ItemId, ItemStatus, Lease, Owner, PoolName, Result, Timestamp,
+    validate_items, validate_ttl,
 };
 
 use crate::heartbeat::Heartbeats;
@@ -90,20 +90,6 @@ impl Pool {
     }
 }
 
-fn lost(claim: &ClaimLease) -> Error {
-    Error::lease_lost(format!("claim on {} in pool {}", claim.item, claim.pool))
-}
-
-fn check_item_count(items: &[ItemId]) -> Result<()> {
-    if items.len() > MAX_ITEMS {
-        return Err(Error::invalid(format!(
-            "one call may carry at most {MAX_ITEMS} items, not {}",
-            items.len()
-        )));
-    }
-    Ok(())
-}
-
 fn is_dead(lease: &Lease, heartbeats: &Heartbeats, now: Timestamp) -> bool {
     lease.expires_at() <= now || heartbeats.is_dead(lease.owner(), now)
 }
@@ -111,7 +97,7 @@ fn is_dead(lease: &Lease, heartbeats: &Heartbeats, now: Timestamp) -> bool {
 #[async_trait]
 impl Claim for MemoryBackend {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let mut pools = lock(&self.inner.pools);
         let pool = pools.pools.entry(pool.clone()).or_default();
         let mut added = 0;
@@ -125,7 +111,7 @@ impl Claim for MemoryBackend {
     }
 
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let mut pools = lock(&self.inner.pools);
         let Some(pool) = pools.pools.get_mut(pool) else {
             return Ok(0);
@@ -197,7 +183,7 @@ impl Claim for MemoryBackend {
             .pools
             .get_mut(&claim.pool)
             .filter(|pool| pool.is_current(claim, now))
-            .ok_or_else(|| lost(claim))?;
+            .ok_or_else(|| claim.lost())?;
         let lease = Lease::granted(
             claim.lease.owner().clone(),
             claim.lease.token(),
@@ -218,7 +204,7 @@ impl Claim for MemoryBackend {
             .pools
             .get_mut(&claim.pool)
             .filter(|pool| pool.is_current(claim, now))
-            .ok_or_else(|| lost(claim))?;
+            .ok_or_else(|| claim.lost())?;
         pool.make_unclaimed(&claim.item);
         Ok(())
     }

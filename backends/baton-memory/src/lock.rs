@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Acquire, Error, FencingToken, Lease, Lock, LockHolder, LockLease, LockName, LockRequest,
-    Result, Timestamp, validate_ttl,
+    Acquire, FencingToken, Lease, Lock, LockHolder, LockLease, LockName, LockRequest, Result,
+    Timestamp, validate_ttl,
 };
 
 use crate::{MemoryBackend, lock};
@@ -83,11 +83,6 @@ impl Locks {
     }
 }
 
-fn lost(lease: &LockLease) -> Error {
-    let names: Vec<&str> = lease.names.iter().map(LockName::as_str).collect();
-    Error::lease_lost(format!("lock {}", names.join(", ")))
-}
-
 #[async_trait]
 impl Lock for MemoryBackend {
     async fn acquire(&self, request: &LockRequest) -> Result<Acquire> {
@@ -118,7 +113,7 @@ impl Lock for MemoryBackend {
             .iter()
             .all(|name| locks.holds(name, &lease.lease, now));
         if !current {
-            return Err(lost(lease));
+            return Err(lease.lost());
         }
         let renewed = Lease::granted(
             lease.lease.owner().clone(),
@@ -153,7 +148,7 @@ impl Lock for MemoryBackend {
         if all_current {
             Ok(())
         } else {
-            Err(lost(lease))
+            Err(lease.lost())
         }
     }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Attempt, AttemptOutcome, Error, FencingToken, Job, JobEvent, JobId, JobLease, JobState,
-    MAX_BATCH, MAX_ERROR_BYTES, MAX_RESERVE, NewJob, Owner, Priority, Queue, QueueCounts,
-    QueueName, Reserved, Result, Retry, Timestamp, check_json_size, validate_ttl,
+    Attempt, AttemptOutcome, Error, FencingToken, Job, JobId, JobLease, JobState, NewJob, Owner,
+    Priority, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    truncate_error, validate_batch, validate_reserve, validate_ttl,
 };
 use serde_json::Value;
 
@@ -62,30 +62,6 @@ fn due_key(job: &Job) -> DueKey {
     (Reverse(job.priority), job.run_at, job.id)
 }
 
-fn event(job: &Job) -> JobEvent {
-    JobEvent {
-        job: job.id,
-        queue: job.queue.clone(),
-        state: job.state,
-        attempts: job.attempts,
-    }
-}
-
-fn lost(id: JobId) -> Error {
-    Error::lease_lost(format!("job {id}"))
-}
-
-fn truncate(error: &str) -> String {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error.to_owned();
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &error[..end])
-}
-
 impl Jobs {
     fn insert(&mut self, new: &NewJob, now: Timestamp, hub: &Hub) -> JobId {
         self.next_id += 1;
@@ -109,7 +85,7 @@ impl Jobs {
         let index = self.queues.entry(job.queue.clone()).or_default();
         index.ids.insert(id);
         index.counts.pending += 1;
-        hub.publish(&event(&job));
+        hub.publish(&job.event());
         self.schedule(&job, now, hub);
         self.records.insert(id, Record { job, last_token: 0 });
         id
@@ -162,7 +138,7 @@ impl Jobs {
         let job = &self
             .records
             .get(&lease.job)
-            .ok_or_else(|| lost(lease.job))?
+            .ok_or_else(|| lease.job.lease_lost())?
             .job;
         let held = job.state == JobState::Running
             && job.lease.as_ref().is_some_and(|current| {
@@ -172,7 +148,11 @@ impl Jobs {
                 .lease
                 .as_ref()
                 .is_some_and(|current| current.expires_at() > now);
-        if held { Ok(job) } else { Err(lost(lease.job)) }
+        if held {
+            Ok(job)
+        } else {
+            Err(lease.job.lease_lost())
+        }
     }
 
     /// Ends the running attempt of `id` with `outcome`, taking the job out of the running
@@ -197,7 +177,7 @@ impl Jobs {
         if let Some(record) = self.records.get_mut(&id) {
             record.job.finished_at = Some(now);
             self.finished.insert((now, id));
-            hub.publish(&event(&record.job));
+            hub.publish(&record.job.event());
         }
     }
 
@@ -213,7 +193,7 @@ impl Jobs {
         };
         record.job.run_at = now.saturating_add(delay);
         let job = record.job.clone();
-        hub.publish(&event(&job));
+        hub.publish(&job.event());
         self.schedule(&job, now, hub);
     }
 }
@@ -226,12 +206,7 @@ impl Queue for MemoryBackend {
     }
 
     async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-        if jobs.len() > MAX_BATCH {
-            return Err(Error::invalid(format!(
-                "a batch may hold at most {MAX_BATCH} jobs, not {}",
-                jobs.len()
-            )));
-        }
+        validate_batch(jobs)?;
         let now = self.now();
         let mut store = lock(&self.inner.jobs);
         Ok(jobs
@@ -247,15 +222,7 @@ impl Queue for MemoryBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        if queues.is_empty() {
-            return Err(Error::invalid("reserve needs at least one queue"));
-        }
-        if max == 0 || max > MAX_RESERVE {
-            return Err(Error::invalid(format!(
-                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
-            )));
-        }
-        validate_ttl(lease_ttl)?;
+        validate_reserve(queues, max, lease_ttl)?;
         let now = self.now();
         let expires_at = now.saturating_add(lease_ttl);
         let mut store = lock(&self.inner.jobs);
@@ -285,7 +252,7 @@ impl Queue for MemoryBackend {
                 finished_at: None,
                 outcome: None,
             });
-            self.inner.dispatch.publish(&event(job));
+            self.inner.dispatch.publish(&job.event());
             reserved.push(Reserved {
                 job: job.clone(),
                 lease: JobLease { job: id, lease },
@@ -331,12 +298,12 @@ impl Queue for MemoryBackend {
             .records
             .get(&lease.job)
             .map(|record| record.job.clone())
-            .ok_or_else(|| lost(lease.job))
+            .ok_or_else(|| lease.job.lease_lost())
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
         let now = self.now();
-        let error = truncate(error);
+        let error = truncate_error(error);
         let mut store = lock(&self.inner.jobs);
         let delay = store.current(lease, now)?.retry_delay(retry);
         store.end_attempt(
@@ -354,7 +321,7 @@ impl Queue for MemoryBackend {
             .records
             .get(&lease.job)
             .map(|record| record.job.clone())
-            .ok_or_else(|| lost(lease.job))
+            .ok_or_else(|| lease.job.lease_lost())
     }
 
     async fn cancel(&self, id: JobId) -> Result<Job> {

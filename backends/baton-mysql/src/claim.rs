@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, MAX_ITEMS, Owner, PoolName,
-    Result, Timestamp, validate_ttl,
+    Claim, ClaimLease, FencingToken, ItemId, ItemStatus, Lease, Owner, PoolName, Result, Timestamp,
+    validate_items, validate_ttl,
 };
 use baton_sql::from_sqlx;
 use sqlx::{MySqlConnection, Row};
@@ -49,20 +49,6 @@ const HELD: &str = "SELECT item, owner, expires_at FROM {prefix}claims WHERE poo
 
 /// Rows per multi-row statement.
 const CHUNK: usize = 1000;
-
-fn lost(claim: &ClaimLease) -> Error {
-    Error::lease_lost(format!("claim on {} in pool {}", claim.item, claim.pool))
-}
-
-fn check_item_count(items: &[ItemId]) -> Result<()> {
-    if items.len() > MAX_ITEMS {
-        return Err(Error::invalid(format!(
-            "one call may carry at most {MAX_ITEMS} items, not {}",
-            items.len()
-        )));
-    }
-    Ok(())
-}
 
 /// `items` without repeats, in their first order.
 fn distinct(items: &[ItemId]) -> Vec<&ItemId> {
@@ -199,7 +185,7 @@ impl MysqlBackend {
         if current {
             Ok(now)
         } else {
-            Err(lost(claim).into())
+            Err(claim.lost().into())
         }
     }
 
@@ -310,7 +296,7 @@ impl MysqlBackend {
 #[async_trait]
 impl Claim for MysqlBackend {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let items = distinct(items);
         if items.is_empty() {
             return Ok(0);
@@ -319,7 +305,7 @@ impl Claim for MysqlBackend {
     }
 
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let items = distinct(items);
         let mut removed = 0;
         for chunk in items.chunks(CHUNK) {

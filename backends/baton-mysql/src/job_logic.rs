@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use baton_core::{
-    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, MAX_ERROR_BYTES, NewJob,
-    QueueName, Timestamp,
-};
+use baton_core::{AttemptOutcome, Job, JobEvent, JobLease, JobState, NewJob, QueueName, Timestamp};
 
 use crate::jobs::{INSERT_CHUNK, INSERT_CHUNK_BYTES};
 
@@ -42,35 +39,11 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn push(&mut self, job: &Job, now: i64) {
-        self.events.push(event(job));
+        self.events.push(job.event());
         if job.state == JobState::Pending && job.run_at.as_millis() <= now {
             self.wake.push(job.queue.clone());
         }
     }
-}
-
-pub(crate) fn event(job: &Job) -> JobEvent {
-    JobEvent {
-        job: job.id,
-        queue: job.queue.clone(),
-        state: job.state,
-        attempts: job.attempts,
-    }
-}
-
-pub(crate) fn lost(id: JobId) -> Error {
-    Error::lease_lost(format!("job {id}"))
-}
-
-pub(crate) fn truncate(error: &str) -> String {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error.to_owned();
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &error[..end])
 }
 
 pub(crate) fn attempts_i32(attempts: u32) -> i32 {
@@ -145,13 +118,5 @@ mod tests {
         let few = jobs(3, 1);
         assert!(insert_chunks(&few, false).iter().all(|c| c.len() == 1));
         assert_eq!(insert_chunks(&few, false).len(), 3);
-    }
-
-    #[test]
-    fn an_overlong_error_is_cut_at_a_character_boundary() {
-        let long = "é".repeat(MAX_ERROR_BYTES);
-        let cut = truncate(&long);
-        assert!(cut.len() <= MAX_ERROR_BYTES + '…'.len_utf8());
-        assert!(cut.ends_with('…'));
     }
 }

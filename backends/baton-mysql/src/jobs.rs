@@ -15,7 +15,7 @@ use crate::MysqlBackend;
 use crate::sql::{TxError, millis, now};
 
 use crate::job_logic::{
-    Outbox, attempts_i32, end_attempt, finish, insert_chunks, is_current, lost, retry_or_fail,
+    Outbox, attempts_i32, end_attempt, finish, insert_chunks, is_current, retry_or_fail,
 };
 
 /// The columns of [`JobRow`].
@@ -171,7 +171,7 @@ impl MysqlBackend {
             .lock_job(&mut tx, lease.job)
             .await?
             .filter(|job| is_current(job, lease, now))
-            .ok_or_else(|| lost(lease.job))?;
+            .ok_or_else(|| lease.job.lease_lost())?;
         change(&mut job, now);
         self.write_job(&mut tx, &job).await?;
         let mut outbox = Outbox::default();

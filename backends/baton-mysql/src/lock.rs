@@ -84,11 +84,6 @@ impl LockRow {
     }
 }
 
-fn lost(lease: &LockLease) -> Error {
-    let names: Vec<&str> = lease.names.iter().map(LockName::as_str).collect();
-    Error::lease_lost(format!("lock {}", names.join(", ")))
-}
-
 impl MysqlBackend {
     async fn lock_rows(
         &self,
@@ -163,7 +158,7 @@ impl MysqlBackend {
                 .all(|row| row.is_held(now) && row.is_granted_to(&lease.lease));
         if !current {
             tx.rollback().await?;
-            return Err(lost(lease).into());
+            return Err(lease.lost().into());
         }
         let expires_at = now.saturating_add(millis(ttl));
         let mut renew = sqlx::query(self.stmt_in(RENEW, lease.names.len())).bind(expires_at);
@@ -241,7 +236,7 @@ impl Lock for MysqlBackend {
         if all_current {
             Ok(())
         } else {
-            Err(lost(lease))
+            Err(lease.lost())
         }
     }
 

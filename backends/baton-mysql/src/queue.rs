@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobId, JobLease, JobState, Lease, MAX_BATCH, MAX_RESERVE, NewJob,
-    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    validate_ttl,
+    AttemptOutcome, Error, Job, JobId, JobLease, JobState, Lease, NewJob, Owner, Queue,
+    QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error,
+    validate_batch, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
@@ -16,7 +16,7 @@ use sqlx::Row;
 use crate::MysqlBackend;
 use crate::sql::{TxError, millis, now, retrying};
 
-use crate::job_logic::{end_attempt, finish, lost, retry_or_fail, truncate};
+use crate::job_logic::{end_attempt, finish, retry_or_fail};
 use crate::jobs::{COUNTS, PURGE, SELECT_JOB, SELECT_LAST};
 
 #[async_trait]
@@ -30,12 +30,7 @@ impl Queue for MysqlBackend {
     }
 
     async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-        if jobs.len() > MAX_BATCH {
-            return Err(Error::invalid(format!(
-                "a batch may hold at most {MAX_BATCH} jobs, not {}",
-                jobs.len()
-            )));
-        }
+        validate_batch(jobs)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -51,15 +46,7 @@ impl Queue for MysqlBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        if queues.is_empty() {
-            return Err(Error::invalid("reserve needs at least one queue"));
-        }
-        if max == 0 || max > MAX_RESERVE {
-            return Err(Error::invalid(format!(
-                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
-            )));
-        }
-        validate_ttl(lease_ttl)?;
+        validate_reserve(queues, max, lease_ttl)?;
         let mut queues = queues.to_vec();
         queues.sort();
         queues.dedup();
@@ -81,7 +68,7 @@ impl Queue for MysqlBackend {
             })
         })
         .await?;
-        let renewed = job.lease.ok_or_else(|| lost(lease.job))?;
+        let renewed = job.lease.ok_or_else(|| lease.job.lease_lost())?;
         Ok(JobLease {
             job: lease.job,
             lease: renewed,
@@ -103,7 +90,7 @@ impl Queue for MysqlBackend {
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
-        let error = truncate(error);
+        let error = truncate_error(error);
         let (job, outbox) = retrying(|| {
             self.change_leased(lease, |job, now| {
                 let delay = job.retry_delay(retry);

@@ -9,26 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, MAX_ITEMS, Owner, PoolName,
-    Result, Timestamp, validate_ttl,
+    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, Owner, PoolName, Result,
+    Timestamp, validate_items, validate_ttl,
 };
 use baton_sql::from_sqlx;
 
 use crate::{SqliteBackend, Write, millis};
-
-fn lost(claim: &ClaimLease) -> Error {
-    Error::lease_lost(format!("claim on {} in pool {}", claim.item, claim.pool))
-}
-
-fn check_item_count(items: &[ItemId]) -> Result<()> {
-    if items.len() > MAX_ITEMS {
-        return Err(Error::invalid(format!(
-            "one call may carry at most {MAX_ITEMS} items, not {}",
-            items.len()
-        )));
-    }
-    Ok(())
-}
 
 fn corrupt(error: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -83,7 +69,7 @@ fn item_ids(items: Vec<String>) -> Result<Vec<ItemId>> {
 #[async_trait]
 impl Claim for SqliteBackend {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         if items.is_empty() {
             return Ok(0);
         }
@@ -108,7 +94,7 @@ impl Claim for SqliteBackend {
     }
 
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         if items.is_empty() {
             return Ok(0);
         }
@@ -209,7 +195,7 @@ impl Claim for SqliteBackend {
             .fetch_optional(self.pool())
             .await
             .map_err(from_sqlx)?;
-        let expires_at = expires_at.ok_or_else(|| lost(claim))?;
+        let expires_at = expires_at.ok_or_else(|| claim.lost())?;
         Ok(ClaimLease {
             lease: Lease::granted(
                 claim.lease.owner().clone(),
@@ -236,7 +222,7 @@ impl Claim for SqliteBackend {
             .rows_affected();
         if released == 0 {
             write.rollback().await?;
-            return Err(lost(claim));
+            return Err(claim.lost());
         }
         write.commit().await
     }

@@ -5,8 +5,7 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use baton_core::{
-    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, MAX_ERROR_BYTES, NewJob,
-    QueueName, Result, Timestamp,
+    AttemptOutcome, Job, JobEvent, JobId, JobLease, JobState, NewJob, QueueName, Result, Timestamp,
 };
 use baton_sql::{JobRow, encode_history, encode_json, encode_retry, from_sqlx};
 
@@ -21,35 +20,11 @@ pub(crate) struct Changes {
 
 impl Changes {
     fn push(&mut self, job: &Job, now: Timestamp) {
-        self.events.push(event(job));
+        self.events.push(job.event());
         if job.state == JobState::Pending && job.run_at <= now && !self.wake.contains(&job.queue) {
             self.wake.push(job.queue.clone());
         }
     }
-}
-
-pub(crate) fn event(job: &Job) -> JobEvent {
-    JobEvent {
-        job: job.id,
-        queue: job.queue.clone(),
-        state: job.state,
-        attempts: job.attempts,
-    }
-}
-
-pub(crate) fn lost(id: JobId) -> Error {
-    Error::lease_lost(format!("job {id}"))
-}
-
-pub(crate) fn truncate(error: &str) -> String {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error.to_owned();
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &error[..end])
 }
 
 /// Ends the running attempt with `outcome`.
@@ -115,14 +90,18 @@ impl SqliteBackend {
         let job = self
             .load(write, lease.job)
             .await?
-            .ok_or_else(|| lost(lease.job))?;
+            .ok_or_else(|| lease.job.lease_lost())?;
         let held = job.state == JobState::Running
             && job.lease.as_ref().is_some_and(|current| {
                 current.token() == lease.lease.token()
                     && current.owner() == lease.lease.owner()
                     && current.expires_at().as_millis() > write.now
             });
-        if held { Ok(job) } else { Err(lost(lease.job)) }
+        if held {
+            Ok(job)
+        } else {
+            Err(lease.job.lease_lost())
+        }
     }
 
     /// Writes back `job` and records its event.
@@ -147,7 +126,7 @@ impl SqliteBackend {
             .execute(&mut *write.tx)
             .await
             .map_err(from_sqlx)?;
-        let event = event(job);
+        let event = job.event();
         self.record_event(write, &event).await?;
         changes.push(job, Timestamp::from_millis(write.now));
         Ok(())

@@ -67,11 +67,6 @@ fn db_token(token: FencingToken) -> i64 {
     i64::try_from(token.get()).unwrap_or(i64::MAX)
 }
 
-fn lost(lease: &LockLease) -> Error {
-    let names: Vec<&str> = lease.names.iter().map(LockName::as_str).collect();
-    Error::lease_lost(format!("lock {}", names.join(", ")))
-}
-
 impl SqliteBackend {
     /// The live holders of the requested names, read without taking the write lock, so that
     /// waiters polling a held lock do not queue behind every writer. A holder seen here held
@@ -186,7 +181,7 @@ impl Lock for SqliteBackend {
                 .rows_affected();
             if renewed == 0 {
                 write.rollback().await?;
-                return Err(lost(lease));
+                return Err(lease.lost());
             }
         }
         write.commit().await?;
@@ -225,7 +220,7 @@ impl Lock for SqliteBackend {
         if all_current {
             Ok(())
         } else {
-            Err(lost(lease))
+            Err(lease.lost())
         }
     }
 

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobId, JobLease, JobState, MAX_BATCH, MAX_RESERVE, NewJob, Owner,
-    Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    validate_ttl,
+    AttemptOutcome, Error, Job, JobId, JobLease, JobState, NewJob, Owner, Queue, QueueCounts,
+    QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error, validate_batch,
+    validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
 
-use crate::jobs::{Changes, end_attempt, event, finish, lost, retry_or_fail, truncate};
+use crate::jobs::{Changes, end_attempt, finish, retry_or_fail};
 use crate::{SqliteBackend, millis};
 
 /// How many finished jobs one purge transaction deletes.
@@ -35,12 +35,7 @@ impl Queue for SqliteBackend {
     }
 
     async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-        if jobs.len() > MAX_BATCH {
-            return Err(Error::invalid(format!(
-                "a batch may hold at most {MAX_BATCH} jobs, not {}",
-                jobs.len()
-            )));
-        }
+        validate_batch(jobs)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -61,15 +56,7 @@ impl Queue for SqliteBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        if queues.is_empty() {
-            return Err(Error::invalid("reserve needs at least one queue"));
-        }
-        if max == 0 || max > MAX_RESERVE {
-            return Err(Error::invalid(format!(
-                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
-            )));
-        }
-        validate_ttl(lease_ttl)?;
+        validate_reserve(queues, max, lease_ttl)?;
         let mut changes = Changes::default();
         let mut write = self.write().await?;
         let expires_at = Timestamp::from_millis(write.now).saturating_add(lease_ttl);
@@ -86,8 +73,8 @@ impl Queue for SqliteBackend {
                 .map_err(from_sqlx)?;
             let Some(row) = row else { continue };
             let job = row.into_job()?;
-            let lease = job.lease.clone().ok_or_else(|| lost(job.id))?;
-            let event = event(&job);
+            let lease = job.lease.clone().ok_or_else(|| job.id.lease_lost())?;
+            let event = job.event();
             self.record_event(&mut write, &event).await?;
             changes.events.push(event);
             reserved.push(Reserved {
@@ -109,7 +96,7 @@ impl Queue for SqliteBackend {
             .fetch_optional(self.pool())
             .await
             .map_err(from_sqlx)?;
-        let expires_at = expires_at.ok_or_else(|| lost(lease.job))?;
+        let expires_at = expires_at.ok_or_else(|| lease.job.lease_lost())?;
         Ok(JobLease {
             job: lease.job,
             lease: baton_core::Lease::granted(
@@ -135,7 +122,7 @@ impl Queue for SqliteBackend {
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
-        let error = truncate(error);
+        let error = truncate_error(error);
         let mut changes = Changes::default();
         let mut write = self.write().await?;
         let now = Timestamp::from_millis(write.now);

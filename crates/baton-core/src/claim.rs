@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{ItemId, Lease, Owner, PoolName, Result};
+use crate::{Error, ItemId, Lease, Owner, PoolName, Result};
 
 /// The most items one [`Claim::add`] or [`Claim::remove`] call may carry.
 pub const MAX_ITEMS: usize = 10_000;
@@ -19,6 +19,28 @@ pub struct ClaimLease {
     pub item: ItemId,
     /// The grant: owner, fencing token and expiry.
     pub lease: Lease,
+}
+
+impl ClaimLease {
+    /// The [`Error::LeaseLost`] for this claim, once it is no longer current.
+    pub fn lost(&self) -> Error {
+        Error::lease_lost(format!("claim on {} in pool {}", self.item, self.pool))
+    }
+}
+
+/// Checks that one [`Claim::add`] or [`Claim::remove`] call carries at most [`MAX_ITEMS`] items.
+///
+/// # Errors
+///
+/// `InvalidInput` for more.
+pub fn validate_items(items: &[ItemId]) -> Result<()> {
+    if items.len() > MAX_ITEMS {
+        return Err(Error::invalid(format!(
+            "one call may carry at most {MAX_ITEMS} items, not {}",
+            items.len()
+        )));
+    }
+    Ok(())
 }
 
 /// One item of a pool and who holds it.

@@ -57,6 +57,11 @@ impl JobId {
     pub const fn get(self) -> i64 {
         self.0
     }
+
+    /// The [`Error::LeaseLost`] for a lease on this job that is no longer current.
+    pub fn lease_lost(self) -> Error {
+        Error::lease_lost(format!("job {self}"))
+    }
 }
 
 impl fmt::Debug for JobId {
@@ -294,6 +299,16 @@ pub struct Job {
 }
 
 impl Job {
+    /// The event announcing this job's current state.
+    pub fn event(&self) -> JobEvent {
+        JobEvent {
+            job: self.id,
+            queue: self.queue.clone(),
+            state: self.state,
+            attempts: self.attempts,
+        }
+    }
+
     /// After a failed attempt, how long until the next one, or `None` if the job must fail now:
     /// when `retry` is [`Retry::Never`] or the job's policy allows no more attempts.
     pub fn retry_delay(&self, retry: Retry) -> Option<Duration> {

@@ -16,7 +16,7 @@ mod queue;
 mod retry;
 mod time;
 
-pub use claim::{Claim, ClaimLease, ItemStatus, MAX_ITEMS};
+pub use claim::{Claim, ClaimLease, ItemStatus, MAX_ITEMS, validate_items};
 pub use dispatch::{Dispatch, EventStream, WakeStream};
 pub use error::{Error, Result};
 pub use heartbeat::Heartbeat;
@@ -27,7 +27,10 @@ pub use job::{
 pub use lease::{FencingToken, Lease, MAX_TTL, MIN_TTL, validate_ttl};
 pub use lock::{Acquire, Lock, LockHolder, LockLease, LockRequest, MAX_LOCK_NAMES, MAX_REASON_LEN};
 pub use name::{ItemId, LockName, MAX_NAME_LEN, Owner, PoolName, QueueName, validate_name};
-pub use queue::{MAX_BATCH, MAX_ERROR_BYTES, MAX_RESERVE, Queue};
+pub use queue::{
+    MAX_BATCH, MAX_ERROR_BYTES, MAX_RESERVE, Queue, truncate_error, validate_batch,
+    validate_reserve,
+};
 pub use retry::RetryPolicy;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, duration_millis};
 

@@ -125,6 +125,14 @@ pub struct LockLease {
     pub reason: String,
 }
 
+impl LockLease {
+    /// The [`Error::LeaseLost`] for this grant, once it is no longer current.
+    pub fn lost(&self) -> Error {
+        let names: Vec<&str> = self.names.iter().map(LockName::as_str).collect();
+        Error::lease_lost(format!("lock {}", names.join(", ")))
+    }
+}
+
 /// Who holds a lock, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {

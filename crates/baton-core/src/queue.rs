@@ -5,7 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{Job, JobId, JobLease, NewJob, Owner, QueueCounts, QueueName, Reserved, Result, Retry};
+use crate::{
+    Error, Job, JobId, JobLease, NewJob, Owner, QueueCounts, QueueName, Reserved, Result, Retry,
+    validate_ttl,
+};
 
 /// The most jobs one [`Queue::reserve`] call may ask for.
 pub const MAX_RESERVE: usize = 1000;
@@ -14,6 +17,51 @@ pub const MAX_BATCH: usize = 10_000;
 /// The longest error message kept for a failed attempt, in bytes; a longer one is cut at a
 /// character boundary and marked with `…`.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Checks the arguments of [`Queue::reserve`]: at least one queue, `max` from 1 to
+/// [`MAX_RESERVE`], a TTL within bounds.
+///
+/// # Errors
+///
+/// `InvalidInput` saying which argument is wrong.
+pub fn validate_reserve(queues: &[QueueName], max: usize, lease_ttl: Duration) -> Result<()> {
+    if queues.is_empty() {
+        return Err(Error::invalid("reserve needs at least one queue"));
+    }
+    if max == 0 || max > MAX_RESERVE {
+        return Err(Error::invalid(format!(
+            "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
+        )));
+    }
+    validate_ttl(lease_ttl)
+}
+
+/// Checks the size of an [`Queue::enqueue_batch`]: at most [`MAX_BATCH`] jobs.
+///
+/// # Errors
+///
+/// `InvalidInput` for a larger batch.
+pub fn validate_batch(jobs: &[NewJob]) -> Result<()> {
+    if jobs.len() > MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "a batch may hold at most {MAX_BATCH} jobs, not {}",
+            jobs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `error` cut to at most [`MAX_ERROR_BYTES`] at a character boundary, marked with `…` when cut.
+pub fn truncate_error(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &error[..end])
+}
 
 /// Durable jobs: enqueued, reserved by workers under a lease, and ended in exactly one terminal
 /// state.
@@ -107,4 +155,29 @@ pub trait Queue: Send + Sync {
 
     /// Deletes jobs that reached a terminal state more than `older_than` ago; returns how many.
     async fn purge_finished(&self, older_than: Duration) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_error_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = truncate_error(&long);
+        assert!(cut.len() <= MAX_ERROR_BYTES + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_error("short"), "short");
+    }
+
+    #[test]
+    fn reserve_arguments_are_checked() {
+        let queue = QueueName::new("q").unwrap();
+        let ttl = Duration::from_secs(1);
+        assert!(validate_reserve(std::slice::from_ref(&queue), 1, ttl).is_ok());
+        assert!(validate_reserve(&[], 1, ttl).is_err());
+        assert!(validate_reserve(std::slice::from_ref(&queue), 0, ttl).is_err());
+        assert!(validate_reserve(std::slice::from_ref(&queue), MAX_RESERVE + 1, ttl).is_err());
+        assert!(validate_reserve(std::slice::from_ref(&queue), 1, Duration::ZERO).is_err());
+    }
 }
