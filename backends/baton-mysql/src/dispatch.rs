@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use baton_core::{Dispatch, EventStream, JobEvent, JobId, JobState, QueueName, Result, WakeStream};
+use baton_core::{Dispatch, EventStream, JobEvent, JobId, QueueName, Result, WakeStream};
 use baton_sql::{EventRow, FetchEvents, from_sqlx};
 use futures::FutureExt;
 use sqlx::MySqlPool;
@@ -96,14 +96,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Dispatch for MysqlBackend {
     async fn wake(&self, queue: &QueueName) -> Result<()> {
         self.inner.hub.wake(queue);
-        // A pending event for job 0 wakes the queue in other processes and reaches no one else.
-        self.publish_remote(&JobEvent {
-            job: JobId::new(0),
-            queue: queue.clone(),
-            state: JobState::Pending,
-            attempts: 0,
-        })
-        .await
+        self.publish_remote(&baton_sql::wake_event(queue)).await
     }
 
     async fn wakeups(&self, queues: &[QueueName]) -> Result<WakeStream> {

@@ -21,6 +21,18 @@ pub const POLL_MIN: Duration = Duration::from_millis(10);
 /// The longest wait between two polls: the worst-case extra latency of a cross-process event.
 pub const POLL_MAX: Duration = Duration::from_millis(250);
 
+/// The event that carries a bare [`Dispatch::wake`](baton_core::Dispatch::wake) of `queue` to
+/// other processes: a pending event for job 0, which wakes the queue where it arrives and
+/// reaches no subscriber, since job ids start at 1.
+pub fn wake_event(queue: &QueueName) -> JobEvent {
+    JobEvent {
+        job: JobId::new(0),
+        queue: queue.clone(),
+        state: JobState::Pending,
+        attempts: 0,
+    }
+}
+
 /// A row of the events table.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct EventRow {

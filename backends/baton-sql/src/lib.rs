@@ -15,7 +15,7 @@ mod prefix;
 mod row;
 
 pub use error::{from_sqlx, is_transient};
-pub use events::{EventPoller, EventRow, FetchEvents, POLL_MAX, POLL_MIN};
+pub use events::{EventPoller, EventRow, FetchEvents, POLL_MAX, POLL_MIN, wake_event};
 pub use migrate::{MigrationFile, migrator};
 pub use prefix::TablePrefix;
 pub use row::{JobRow, encode_history, encode_json, encode_retry};

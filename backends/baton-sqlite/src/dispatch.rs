@@ -6,7 +6,7 @@
 //! ids starting at 1), which wakes the queue in every other process.
 
 use async_trait::async_trait;
-use baton_core::{Dispatch, EventStream, JobEvent, JobId, JobState, QueueName, Result, WakeStream};
+use baton_core::{Dispatch, EventStream, JobEvent, JobId, QueueName, Result, WakeStream};
 use baton_sql::from_sqlx;
 
 use crate::SqliteBackend;
@@ -31,13 +31,7 @@ impl SqliteBackend {
 impl Dispatch for SqliteBackend {
     async fn wake(&self, queue: &QueueName) -> Result<()> {
         self.inner.hub.wake(queue);
-        self.send_to_others(&JobEvent {
-            job: JobId::new(0),
-            queue: queue.clone(),
-            state: JobState::Pending,
-            attempts: 0,
-        })
-        .await
+        self.send_to_others(&baton_sql::wake_event(queue)).await
     }
 
     async fn wakeups(&self, queues: &[QueueName]) -> Result<WakeStream> {
