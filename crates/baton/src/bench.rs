@@ -36,6 +36,8 @@ pub struct BenchSettings {
     pub lock_ops: u64,
     /// Concurrent tasks in the lock figure, each on its own lock name.
     pub lock_tasks: u32,
+    /// Jobs each end-to-end worker reserves per call; it completes them one by one.
+    pub prefetch: usize,
 }
 
 impl BenchSettings {
@@ -49,6 +51,7 @@ impl BenchSettings {
             batch: args.batch,
             lock_ops: args.lock_ops,
             lock_tasks: args.lock_tasks,
+            prefetch: usize::try_from(args.prefetch).unwrap_or(1),
         }
     }
 }
@@ -81,6 +84,9 @@ pub struct Figure {
     /// Concurrent tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<u32>,
+    /// Jobs each worker reserved per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
     /// Wall-clock seconds the figure took.
     pub seconds: f64,
     /// Operations per second.

@@ -174,6 +174,10 @@ pub struct BenchArgs {
     /// Concurrent tasks in the lock figure, each on its own lock name
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub lock_tasks: u32,
+
+    /// Jobs each end-to-end worker reserves per call (it completes them one by one)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub prefetch: u64,
 }
 
 impl ServeArgs {

@@ -68,6 +68,7 @@ pub(super) async fn end_to_end(bench: &Bench) -> anyhow::Result<Figure> {
     Ok(Figure {
         jobs: Some(jobs),
         workers: Some(bench.settings.workers),
+        prefetch: Some(bench.settings.prefetch),
         completed: Some(drained.succeeded),
         jobs_per_second: Some(rate(drained.succeeded, drained.elapsed)),
         ..bench.figure("end_to_end", drained.elapsed)
@@ -109,6 +110,7 @@ async fn drain(bench: &Bench, queue: &QueueName, expected: u64) -> anyhow::Resul
     for index in 0..bench.settings.workers {
         let worker = Worker {
             backend: bench.backend.clone(),
+            prefetch: bench.settings.prefetch,
             queue: queue.clone(),
             owner: bench.owner(&format!("bench-worker-{index}"))?,
             expected,
@@ -183,9 +185,11 @@ async fn wait_for_counts(
     }
 }
 
-/// One bench worker: reserve one job, complete it, repeat; wait for a wake-up when idle.
+/// One bench worker: reserve up to `prefetch` jobs, complete them one by one, repeat; wait for
+/// a wake-up when idle.
 struct Worker {
     backend: Arc<dyn Backend>,
+    prefetch: usize,
     queue: QueueName,
     owner: Owner,
     expected: u64,
@@ -202,7 +206,7 @@ impl Worker {
         while !*self.stop.borrow() {
             let reserved = self
                 .backend
-                .reserve(&queues, &self.owner, LEASE_TTL, 1)
+                .reserve(&queues, &self.owner, LEASE_TTL, self.prefetch)
                 .await?;
             if reserved.is_empty() {
                 tokio::select! {

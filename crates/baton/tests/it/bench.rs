@@ -23,6 +23,8 @@ async fn bench_prints_one_json_line_per_figure_and_completes_every_job() {
                 "50",
                 "--lock-ops",
                 "200",
+                "--prefetch",
+                "3",
             ])
             .env_clear()
             .current_dir(std::env::temp_dir())
@@ -68,6 +70,7 @@ async fn bench_prints_one_json_line_per_figure_and_completes_every_job() {
     assert_eq!(batch["batch"], 50);
     assert!(batch["per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(end_to_end["jobs"], 205);
+    assert_eq!(end_to_end["prefetch"], 3);
     assert_eq!(end_to_end["workers"], 4);
     assert_eq!(end_to_end["completed"], 205, "every job was completed");
     assert!(end_to_end["jobs_per_second"].as_f64().unwrap() > 0.0);
