@@ -6,27 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, MAX_ITEMS, Owner, PoolName,
-    Result, Timestamp, validate_ttl,
+    Claim, ClaimLease, Error, FencingToken, ItemId, ItemStatus, Lease, Owner, PoolName, Result,
+    Timestamp, validate_items, validate_ttl,
 };
 use baton_sql::from_sqlx;
 use sqlx::Row;
 
 use crate::{PostgresBackend, millis};
-
-fn lost(claim: &ClaimLease) -> Error {
-    Error::lease_lost(format!("claim on {} in pool {}", claim.item, claim.pool))
-}
-
-fn check_item_count(items: &[ItemId]) -> Result<()> {
-    if items.len() > MAX_ITEMS {
-        return Err(Error::invalid(format!(
-            "one call may carry at most {MAX_ITEMS} items, not {}",
-            items.len()
-        )));
-    }
-    Ok(())
-}
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -56,7 +42,7 @@ fn sorted_items(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<ItemId>> {
 #[async_trait]
 impl Claim for PostgresBackend {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let mut seen = HashSet::new();
         let unique: Vec<&str> = items
             .iter()
@@ -73,7 +59,7 @@ impl Claim for PostgresBackend {
     }
 
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
-        check_item_count(items)?;
+        validate_items(items)?;
         let items: Vec<&str> = items.iter().map(ItemId::as_str).collect();
         let done = sqlx::query(self.inner.sql.claim_remove.clone())
             .bind(pool.as_str())
@@ -155,7 +141,7 @@ impl Claim for PostgresBackend {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(from_sqlx)?
-            .ok_or_else(|| lost(claim))?;
+            .ok_or_else(|| claim.lost())?;
         let expires_at: i64 = row.try_get("expires_at").map_err(from_sqlx)?;
         Ok(ClaimLease {
             lease: Lease::granted(
@@ -179,7 +165,7 @@ impl Claim for PostgresBackend {
         if done.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(lost(claim))
+            Err(claim.lost())
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Dispatch, EventStream, JobEvent, JobId, JobState, QueueName, Result, WakeStream};
+use baton_core::{Dispatch, EventStream, JobEvent, JobId, QueueName, Result, WakeStream};
 use baton_hub::Hub;
 use baton_sql::{TablePrefix, from_sqlx};
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,39 @@ struct Payload {
     a: u32,
 }
 
+/// The event with these parts, or `None` if a part is corrupt.
+fn parse_event(job: i64, queue: &str, state: &str, attempts: u32) -> Option<JobEvent> {
+    Some(JobEvent {
+        job: JobId::new(job),
+        queue: QueueName::new(queue).ok()?,
+        state: state.parse().ok()?,
+        attempts,
+    })
+}
+
 impl Payload {
     fn to_event(&self) -> Option<JobEvent> {
-        Some(JobEvent {
-            job: JobId::new(self.j),
-            queue: QueueName::new(&self.q).ok()?,
-            state: self.s.parse::<JobState>().ok()?,
-            attempts: self.a,
-        })
+        parse_event(self.j, &self.q, &self.s, self.a)
     }
+}
+
+/// The events of one statement as sent on the events channel: `e` holds `[job id, queue,
+/// state, attempts]` per job, in the statement's order (see `EVENTS` in `sql.rs`).
+#[derive(Debug, Deserialize)]
+struct Events {
+    /// The sending backend's origin id.
+    o: i64,
+    /// The events.
+    e: Vec<(i64, String, String, u32)>,
+}
+
+/// What the events channel carries: one event (`Dispatch::publish`, and older senders) or
+/// the events of one statement.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Notification {
+    One(Payload),
+    Many(Events),
 }
 
 /// A random id for this backend, so that it recognises its own notifications.
@@ -95,10 +119,17 @@ pub(crate) async fn spawn_listener(
         ])
         .await
         .map_err(from_sqlx)?;
+    // How every event notification of this backend starts, so that it skips them unparsed.
+    let own_prefix = format!("{{\"o\":{origin},");
     Ok(tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
+                    if notification.channel() == channels.events
+                        && notification.payload().starts_with(&own_prefix)
+                    {
+                        continue;
+                    }
                     handle(&notification, &channels, origin, &hub, &lock_changed);
                 }
                 Ok(None) => {
@@ -132,18 +163,29 @@ fn handle(
     } else if channel == channels.unlock {
         lock_changed.notify_waiters();
     } else if channel == channels.events {
-        let Ok(payload) = serde_json::from_str::<Payload>(notification.payload()) else {
-            tracing::warn!(
-                payload = notification.payload(),
-                "skipping a corrupt job event"
-            );
-            return;
-        };
-        if payload.o == origin {
-            return;
-        }
-        if let Some(event) = payload.to_event() {
-            hub.publish(&event);
+        match serde_json::from_str::<Notification>(notification.payload()) {
+            Ok(Notification::One(payload)) => {
+                if payload.o != origin
+                    && let Some(event) = payload.to_event()
+                {
+                    hub.publish(&event);
+                }
+            }
+            Ok(Notification::Many(events)) => {
+                if events.o != origin {
+                    for (job, queue, state, attempts) in &events.e {
+                        if let Some(event) = parse_event(*job, queue, state, *attempts) {
+                            hub.publish(&event);
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    payload = notification.payload(),
+                    "skipping a corrupt job event"
+                );
+            }
         }
     }
 }

@@ -21,14 +21,18 @@
 //! # Tables
 //!
 //! Every table name starts with the configured [`TablePrefix`] (`baton_` by default); the schema
-//! is `migrations/0001_initial.sql`, applied on connect. Times are `BIGINT` milliseconds since
-//! the epoch, always computed by the server (`now()`), never by the client.
+//! is `migrations/0001_initial.sql` and `0002_reserve_walk_index.sql`, applied on connect.
+//! Times are `BIGINT` milliseconds since the epoch, always computed by the server (`now()`),
+//! never by the client.
 //!
 //! - `jobs`: one row per job (the columns of [`baton_sql::JobRow`]); `history` is `jsonb` and
 //!   attempts are appended and finished in SQL; `lease_token` is the last token granted. Indexes:
-//!   a partial index on pending jobs `(queue, priority DESC, run_at, id)` that reservation walks
-//!   in order (finished jobs never enter it), running jobs by lease expiry, finished jobs by
-//!   `finished_at` (purge), `(queue, id)` (last) and `(queue, state)` (counts).
+//!   a partial index on pending jobs `(queue COLLATE "C", priority DESC, run_at, id)` that
+//!   reservation walks in order (finished jobs never enter it; only reservation matches the
+//!   queue under that collation, so the planner cannot prefer sorting a queue its statistics do
+//!   not know yet), the same under the default collation (`jobs_pending`), running jobs by lease
+//!   expiry, finished jobs by `finished_at` (purge), `(queue, id)` (last) and `(queue, state)`
+//!   (counts).
 //! - `locks`: one row per name ever locked: `owner` (NULL when free), `token` (the last granted),
 //!   `expires_at`, `reason`, `since`, and a `version` bumped on every change. Renew and release
 //!   are compare-and-set on `(name, owner, token)`.
@@ -40,9 +44,11 @@
 //! # Notifications
 //!
 //! Job events and wake-ups go to this process's subscribers at once, after the commit, and to
-//! other processes through `NOTIFY` on the channels `<prefix>events` (a compact JSON event
-//! naming its origin, so that a process skips its own) and `<prefix>wake` (a queue name), sent
-//! in the same transaction as the change. Lock releases notify `<prefix>unlock`; a waiting
+//! other processes through `NOTIFY` on the channels `<prefix>events` (compact JSON naming its
+//! origin, so that a process skips its own: the events of one statement as one array, split
+//! only to stay under PostgreSQL's 8000-byte payload limit, or one event from
+//! `Dispatch::publish`) and `<prefix>wake` (a queue name, once per statement), sent in the same
+//! transaction as the change. Lock releases notify `<prefix>unlock`; a waiting
 //! `acquire` also looks again every 25 ms. A background task holds a dedicated `LISTEN`
 //! connection; after it drops, the task reconnects and wakes every queue, since wakes may have
 //! been lost. Job events sent while it was disconnected are lost for this process's
@@ -79,11 +85,18 @@ use tokio::task::JoinHandle;
 pub use baton_sql::TablePrefix;
 
 /// The schema, as migrations applied in order on connect.
-const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 1,
-    description: "initial schema",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 1,
+        description: "initial schema",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    MigrationFile {
+        version: 2,
+        description: "reserve walk index",
+        sql: include_str!("../migrations/0002_reserve_walk_index.sql"),
+    },
+];
 
 /// How to reach the database and name the tables.
 #[derive(Clone, Debug)]

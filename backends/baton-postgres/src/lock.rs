@@ -17,11 +17,6 @@ use crate::{PostgresBackend, millis};
 /// How often a waiter looks again when no release was heard: a holder may expire.
 const RECHECK_INTERVAL: Duration = Duration::from_millis(25);
 
-fn lost(lease: &LockLease) -> Error {
-    let names: Vec<&str> = lease.names.iter().map(LockName::as_str).collect();
-    Error::lease_lost(format!("lock {}", names.join(", ")))
-}
-
 fn names_of(names: &[LockName]) -> Vec<&str> {
     names.iter().map(LockName::as_str).collect()
 }
@@ -148,11 +143,11 @@ impl Lock for PostgresBackend {
             .map_err(from_sqlx)?;
         if rows.len() != names.len() {
             tx.rollback().await.map_err(from_sqlx)?;
-            return Err(lost(lease));
+            return Err(lease.lost());
         }
         let expires_at: i64 = match rows.first() {
             Some(row) => row.try_get("expires_at").map_err(from_sqlx)?,
-            None => return Err(lost(lease)),
+            None => return Err(lease.lost()),
         };
         tx.commit().await.map_err(from_sqlx)?;
         Ok(LockLease {
@@ -186,7 +181,7 @@ impl Lock for PostgresBackend {
         if all_current {
             Ok(())
         } else {
-            Err(lost(lease))
+            Err(lease.lost())
         }
     }
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, MAX_BATCH, MAX_ERROR_BYTES,
-    MAX_RESERVE, NewJob, Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp,
-    check_json_size, validate_ttl,
+    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, NewJob, Owner, Queue,
+    QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error,
+    validate_batch, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
 use serde_json::Value;
@@ -60,19 +60,6 @@ pub(crate) fn decode_job(row: &PgRow) -> Result<Job> {
     JobRow::from_row(row).map_err(from_sqlx)?.into_job()
 }
 
-fn event(job: &Job) -> JobEvent {
-    JobEvent {
-        job: job.id,
-        queue: job.queue.clone(),
-        state: job.state,
-        attempts: job.attempts,
-    }
-}
-
-fn lost(id: JobId) -> Error {
-    Error::lease_lost(format!("job {id}"))
-}
-
 fn outcome_json(outcome: &AttemptOutcome) -> String {
     serde_json::to_string(outcome).unwrap_or_else(|_| "{}".to_owned())
 }
@@ -81,22 +68,11 @@ fn token(lease: &JobLease) -> i64 {
     i64::try_from(lease.lease.token().get()).unwrap_or(i64::MAX)
 }
 
-fn truncate(error: &str) -> String {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error.to_owned();
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &error[..end])
-}
-
 impl PostgresBackend {
     /// Publishes a committed job change to this process's subscribers, and wakes its queue if
     /// it became due.
     fn deliver(&self, job: &Job, now_due: bool) {
-        self.inner.hub.publish(&event(job));
+        self.inner.hub.publish(&job.event());
         if now_due {
             self.inner.hub.wake(&job.queue);
         }
@@ -186,12 +162,7 @@ impl Queue for PostgresBackend {
     }
 
     async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-        if jobs.len() > MAX_BATCH {
-            return Err(Error::invalid(format!(
-                "a batch may hold at most {MAX_BATCH} jobs, not {}",
-                jobs.len()
-            )));
-        }
+        validate_batch(jobs)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -218,15 +189,7 @@ impl Queue for PostgresBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        if queues.is_empty() {
-            return Err(Error::invalid("reserve needs at least one queue"));
-        }
-        if max == 0 || max > MAX_RESERVE {
-            return Err(Error::invalid(format!(
-                "reserve takes from 1 to {MAX_RESERVE} jobs, not {max}"
-            )));
-        }
-        validate_ttl(lease_ttl)?;
+        validate_reserve(queues, max, lease_ttl)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .batchers
@@ -268,7 +231,7 @@ impl Queue for PostgresBackend {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(from_sqlx)?
-            .ok_or_else(|| lost(lease.job))?;
+            .ok_or_else(|| lease.job.lease_lost())?;
         let expires_at: i64 = row.try_get("lease_expires_at").map_err(from_sqlx)?;
         Ok(JobLease {
             job: lease.job,
@@ -297,13 +260,13 @@ impl Queue for PostgresBackend {
         let job = answer
             .await
             .map_err(|_| batcher_gone())??
-            .ok_or_else(|| lost(lease.job))?;
+            .ok_or_else(|| lease.job.lease_lost())?;
         self.deliver(&job, false);
         Ok(job)
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
-        let error = truncate(error);
+        let error = truncate_error(error);
         let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
         let row = sqlx::query(self.inner.sql.select_current.clone())
             .bind(lease.job.get())
@@ -312,7 +275,7 @@ impl Queue for PostgresBackend {
             .fetch_optional(&mut *tx)
             .await
             .map_err(from_sqlx)?
-            .ok_or_else(|| lost(lease.job))?;
+            .ok_or_else(|| lease.job.lease_lost())?;
         let current = decode_job(&row)?;
         let delay = current.retry_delay(retry);
         let outcome = AttemptOutcome::Failed {
