@@ -4,10 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use baton_core::{
-    Claim, Dispatch, ItemId, JobState, Lock, LockName, LockRequest, NewJob, Owner, PoolName, Queue,
-    QueueName,
-};
+use baton_core::{Dispatch, JobState, NewJob, Owner, Queue, QueueName};
 use baton_mysql::{MysqlBackend, MysqlConfig};
 use baton_sql::TablePrefix;
 use baton_testkit::conformance::{Harness, run_all};
@@ -65,67 +62,6 @@ async fn drop_old_test_tables() {
 async fn mysql_passes_the_conformance_suite() {
     drop_old_test_tables().await;
     run_all(|| async { Harness::real(connect(fresh_prefix()).await) }).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn names_that_look_like_sql_are_just_names() {
-    let backend = connect(fresh_prefix()).await;
-    let evil = "x'; DROP TABLE jobs; --";
-    let queue = QueueName::new(evil).unwrap();
-    let id = backend
-        .enqueue(&NewJob::new(queue.clone(), serde_json::json!({"q": evil})).unwrap())
-        .await
-        .unwrap();
-    let owner = Owner::new(evil).unwrap();
-    let reserved = backend
-        .reserve(
-            std::slice::from_ref(&queue),
-            &owner,
-            Duration::from_secs(30),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(reserved.len(), 1);
-    assert_eq!(reserved[0].job.id, id);
-    assert_eq!(reserved[0].job.queue.as_str(), evil);
-    backend
-        .complete(&reserved[0].lease, serde_json::json!(evil))
-        .await
-        .unwrap();
-    assert_eq!(backend.counts(&queue).await.unwrap().succeeded, 1);
-
-    let lock = LockName::new(evil).unwrap();
-    let request = LockRequest::new([lock.clone()], owner.clone(), Duration::from_secs(30))
-        .unwrap()
-        .with_reason(evil)
-        .unwrap();
-    let lease = backend.acquire(&request).await.unwrap().granted().unwrap();
-    let holders = backend.holders().await.unwrap();
-    assert_eq!(holders.len(), 1);
-    assert_eq!(holders[0].name, lock);
-    assert_eq!(holders[0].reason, evil);
-    backend.release_lock(&lease).await.unwrap();
-
-    let pool = PoolName::new(evil).unwrap();
-    let item = ItemId::new(evil).unwrap();
-    assert_eq!(
-        backend
-            .add(&pool, std::slice::from_ref(&item))
-            .await
-            .unwrap(),
-        1
-    );
-    let claim = backend
-        .claim(&pool, &owner, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claim.item, item);
-    backend.release_claim(&claim).await.unwrap();
-    assert_eq!(backend.items(&pool).await.unwrap().len(), 1);
-    // The jobs table is still there and still holds the job.
-    assert!(backend.get(id).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_core::{
-    Acquire, Claim, Dispatch, Error, ItemId, JobState, Lock, LockName, LockRequest, NewJob, Owner,
-    PoolName, Queue, QueueName,
+    Acquire, Dispatch, Error, JobState, Lock, LockName, LockRequest, NewJob, Owner, Queue,
+    QueueName,
 };
 use baton_sqlite::{SqliteBackend, SqliteConfig};
 use futures::StreamExt;
@@ -111,62 +111,6 @@ async fn two_handles_on_one_file_share_jobs_locks_and_events() {
         .granted()
         .expect("granted after release");
     assert!(taken.lease.token() > held.lease.token());
-}
-
-#[tokio::test]
-async fn hostile_names_are_only_names() {
-    let scratch = Scratch::new("hostile");
-    let backend = SqliteBackend::connect(SqliteConfig::new(scratch.url()))
-        .await
-        .unwrap();
-    let hostile = "x'; DROP TABLE jobs; --";
-    let queue = QueueName::new(hostile).unwrap();
-    let id = backend
-        .enqueue(&NewJob::new(queue.clone(), serde_json::json!(hostile)).unwrap())
-        .await
-        .unwrap();
-    let owner = Owner::new(hostile).unwrap();
-    let reserved = backend
-        .reserve(
-            std::slice::from_ref(&queue),
-            &owner,
-            Duration::from_secs(30),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(reserved[0].job.id, id);
-    assert_eq!(reserved[0].job.queue.as_str(), hostile);
-
-    let lock = LockName::new(hostile).unwrap();
-    let request = LockRequest::new([lock], owner.clone(), Duration::from_secs(30))
-        .unwrap()
-        .with_reason(hostile)
-        .unwrap();
-    let lease = backend.acquire(&request).await.unwrap().granted().unwrap();
-    let holders = backend.holders().await.unwrap();
-    assert_eq!(holders[0].name.as_str(), hostile);
-    assert_eq!(holders[0].reason, hostile);
-    backend.release_lock(&lease).await.unwrap();
-
-    let pool = PoolName::new(hostile).unwrap();
-    let item = ItemId::new(hostile).unwrap();
-    assert_eq!(
-        backend
-            .add(&pool, std::slice::from_ref(&item))
-            .await
-            .unwrap(),
-        1
-    );
-    let claim = backend
-        .claim(&pool, &owner, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claim.item, item);
-
-    assert_eq!(backend.counts(&queue).await.unwrap().running, 1);
-    assert!(backend.get(id).await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -71,6 +71,10 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
             "an overlong failure message is cut and the job is still retried",
             overlong_failure_message
         ),
+        case!(
+            "names and reasons that look like sql are stored and matched as plain text",
+            names_that_look_like_sql
+        ),
     ]
 }
 
@@ -442,6 +446,73 @@ async fn overlong_failure_message<B: Backend>(h: Harness<B>) -> CaseResult {
     ensure!(
         stored.error == Some(kept),
         "the stored error differs from the returned one"
+    );
+    Ok(())
+}
+
+async fn names_that_look_like_sql<B: Backend>(h: Harness<B>) -> CaseResult {
+    let evil = "x'; DROP TABLE jobs; --";
+    let jobs = queue(evil)?;
+    let id = h
+        .backend
+        .enqueue(&job(&jobs, json!({ "q": evil }))?)
+        .await
+        .ctx("enqueue")?;
+    let worker = owner(evil)?;
+    let reserved = reserve_one(&h.backend, &jobs, &worker, LONG_TTL).await?;
+    ensure!(
+        reserved.job.id == id && reserved.job.queue.as_str() == evil,
+        "reserved {:?} from queue {:?}",
+        reserved.job.id,
+        reserved.job.queue
+    );
+    h.backend
+        .complete(&reserved.lease, json!(evil))
+        .await
+        .ctx("complete")?;
+    let counts = h.backend.counts(&jobs).await.ctx("counts")?;
+    ensure!(counts.succeeded == 1, "counts {counts:?}");
+
+    let name = lock(evil)?;
+    let request = LockRequest::new([name.clone()], worker.clone(), LONG_TTL)
+        .ctx("lock request")?
+        .with_reason(evil)
+        .ctx("reason")?;
+    let lease = h
+        .backend
+        .acquire(&request)
+        .await
+        .ctx("acquire")?
+        .granted()
+        .ctx("granted lock")?;
+    let holders = h.backend.holders().await.ctx("holders")?;
+    ensure!(
+        holders.len() == 1 && holders[0].name == name && holders[0].reason == evil,
+        "holders {holders:?}"
+    );
+    h.backend.release_lock(&lease).await.ctx("release lock")?;
+
+    let accounts = pool(evil)?;
+    let item = ItemId::new(evil).ctx("item id")?;
+    let added = h
+        .backend
+        .add(&accounts, std::slice::from_ref(&item))
+        .await
+        .ctx("add")?;
+    ensure!(added == 1, "added {added}");
+    let claim = h
+        .backend
+        .claim(&accounts, &worker, LONG_TTL)
+        .await
+        .ctx("claim")?
+        .ctx("claimed item")?;
+    ensure!(claim.item == item, "claimed {:?}", claim.item);
+    h.backend.release_claim(&claim).await.ctx("release claim")?;
+    let items = h.backend.items(&accounts).await.ctx("items")?;
+    ensure!(items.len() == 1, "items {items:?}");
+    ensure!(
+        h.backend.get(id).await.ctx("get")?.is_some(),
+        "the job is gone"
     );
     Ok(())
 }
