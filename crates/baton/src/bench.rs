@@ -38,6 +38,14 @@ pub struct BenchSettings {
     pub lock_tasks: u32,
     /// Jobs each end-to-end worker reserves per call; it completes them one by one.
     pub prefetch: usize,
+    /// The figures to measure, in the order of [`Scenario::ALL`].
+    pub scenarios: Vec<Scenario>,
+    /// The end-to-end figure's queue, kept between runs; a fresh one when `None`.
+    pub queue: Option<String>,
+    /// Pending jobs the end-to-end queue is topped up to before the figure.
+    pub backlog_pending: u64,
+    /// Finished jobs the end-to-end queue is topped up to before the figure.
+    pub backlog_finished: u64,
 }
 
 impl BenchSettings {
@@ -52,6 +60,13 @@ impl BenchSettings {
             lock_ops: args.lock_ops,
             lock_tasks: args.lock_tasks,
             prefetch: usize::try_from(args.prefetch).unwrap_or(1),
+            scenarios: Scenario::ALL
+                .into_iter()
+                .filter(|scenario| args.only.is_empty() || args.only.contains(scenario))
+                .collect(),
+            queue: args.queue.clone(),
+            backlog_pending: args.backlog_pending,
+            backlog_finished: args.backlog_finished,
         }
     }
 }
@@ -87,6 +102,12 @@ pub struct Figure {
     /// Jobs each worker reserved per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<usize>,
+    /// Pending jobs of the queue, besides the figure's own, while it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_pending: Option<u64>,
+    /// Finished jobs of the queue when the figure started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_finished: Option<u64>,
     /// Wall-clock seconds the figure took.
     pub seconds: f64,
     /// Operations per second.
@@ -104,7 +125,7 @@ pub struct Figure {
 }
 
 /// The figures `baton bench` measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Enqueue jobs one call at a time, from one task.
     EnqueueSingle,
@@ -205,7 +226,7 @@ impl Bench {
 pub async fn run(settings: &BenchSettings, out: &mut impl Write) -> anyhow::Result<()> {
     let backend = backend::connect(&settings.backend, &settings.table_prefix).await?;
     let bench = Bench::new(backend, settings.clone());
-    for scenario in Scenario::ALL {
+    for &scenario in &settings.scenarios {
         let figure = scenario
             .run(&bench)
             .await

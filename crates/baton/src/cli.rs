@@ -9,6 +9,7 @@ use std::time::Duration;
 use baton_core::{JobId, MAX_BATCH};
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::Scenario;
 use crate::config::ConfigOverrides;
 
 /// `baton`: run and drive the Baton job-orchestration platform.
@@ -178,6 +179,23 @@ pub struct BenchArgs {
     /// Jobs each end-to-end worker reserves per call (it completes them one by one)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub prefetch: u64,
+
+    /// Measure only this figure (repeat for several); all of them when not given
+    #[arg(long, value_name = "FIGURE")]
+    pub only: Vec<Scenario>,
+
+    /// Run the end-to-end figure on this queue, kept between runs, instead of a fresh one
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
+
+    /// Before the end-to-end figure, top its queue up to this many pending jobs, which stay
+    /// behind it: the figure's jobs go through a queue this deep
+    #[arg(long, value_name = "JOBS", default_value_t = 0)]
+    pub backlog_pending: u64,
+
+    /// Before the end-to-end figure, top its queue up to this many finished jobs
+    #[arg(long, value_name = "JOBS", default_value_t = 0)]
+    pub backlog_finished: u64,
 }
 
 impl ServeArgs {

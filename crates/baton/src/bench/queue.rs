@@ -21,6 +21,8 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the backend's counts are read while confirming that every job succeeded.
 const COUNTS_POLL: Duration = Duration::from_millis(2);
+/// Jobs per `enqueue_batch` call and per `reserve` call while filling a backlog.
+const FILL_BATCH: usize = 1000;
 
 /// Enqueues `jobs` jobs one call at a time, from one task.
 pub(super) async fn enqueue_single(bench: &Bench) -> anyhow::Result<Figure> {
@@ -32,7 +34,7 @@ pub(super) async fn enqueue_single(bench: &Bench) -> anyhow::Result<Figure> {
         bench.backend.enqueue(&job).await?;
     }
     let elapsed = started.elapsed();
-    drain(bench, &queue, jobs).await?;
+    drain(bench, &queue, jobs, bench.settings.prefetch).await?;
     Ok(Figure {
         mode: Some("single".to_owned()),
         jobs: Some(jobs),
@@ -46,9 +48,9 @@ pub(super) async fn enqueue_batch(bench: &Bench) -> anyhow::Result<Figure> {
     let queue = bench.queue("enqueue-batch")?;
     let jobs = bench.settings.jobs;
     let started = Instant::now();
-    enqueue_in_batches(bench, &queue, jobs).await?;
+    enqueue_in_batches(bench, &queue, jobs, bench.settings.batch).await?;
     let elapsed = started.elapsed();
-    drain(bench, &queue, jobs).await?;
+    drain(bench, &queue, jobs, bench.settings.prefetch).await?;
     Ok(Figure {
         mode: Some("batch".to_owned()),
         jobs: Some(jobs),
@@ -59,20 +61,58 @@ pub(super) async fn enqueue_batch(bench: &Bench) -> anyhow::Result<Figure> {
 }
 
 /// Enqueues `jobs` no-op jobs (not timed), then times `workers` concurrent workers reserving
-/// and completing them until the backend counts every one as succeeded.
+/// and completing as many, until the last completion is acknowledged; the backend's counts
+/// must then show that many more jobs succeeded.
+///
+/// With a backlog, the queue is first topped up to the settings' numbers of finished and
+/// pending jobs (not timed); the workers then take jobs from the head of the queue, so the
+/// queue stays as deep during the figure, and its finished jobs pile up as they would in use.
 pub(super) async fn end_to_end(bench: &Bench) -> anyhow::Result<Figure> {
-    let queue = bench.queue("end-to-end")?;
-    let jobs = bench.settings.jobs;
-    enqueue_in_batches(bench, &queue, jobs).await?;
-    let drained = drain(bench, &queue, jobs).await?;
+    let settings = &bench.settings;
+    let queue = match &settings.queue {
+        Some(name) => QueueName::new(name.as_str())?,
+        None => bench.queue("end-to-end")?,
+    };
+    let jobs = settings.jobs;
+    fill_backlog(bench, &queue).await?;
+    let before = bench.backend.counts(&queue).await?;
+    enqueue_in_batches(bench, &queue, jobs, settings.batch).await?;
+    let drained = drain(bench, &queue, jobs, settings.prefetch).await?;
     Ok(Figure {
         jobs: Some(jobs),
-        workers: Some(bench.settings.workers),
-        prefetch: Some(bench.settings.prefetch),
+        workers: Some(settings.workers),
+        prefetch: Some(settings.prefetch),
         completed: Some(drained.succeeded),
         jobs_per_second: Some(rate(drained.succeeded, drained.elapsed)),
+        backlog_pending: Some(before.pending).filter(|&n| n > 0),
+        backlog_finished: Some(before.succeeded + before.failed + before.canceled)
+            .filter(|&n| n > 0),
         ..bench.figure("end_to_end", drained.elapsed)
     })
+}
+
+/// Tops `queue` up to the settings' backlog, not timed: finished jobs made the way workers
+/// make them (enqueued, reserved, completed), then pending ones.
+async fn fill_backlog(bench: &Bench, queue: &QueueName) -> anyhow::Result<()> {
+    let settings = &bench.settings;
+    if settings.backlog_finished == 0 && settings.backlog_pending == 0 {
+        return Ok(());
+    }
+    let counts = bench.backend.counts(queue).await?;
+    let finished = counts.succeeded + counts.failed + counts.canceled;
+    let missing = settings.backlog_finished.saturating_sub(finished);
+    if missing > 0 {
+        tracing::info!(%queue, jobs = missing, "filling the backlog with finished jobs");
+        enqueue_in_batches(bench, queue, missing, FILL_BATCH).await?;
+        drain(bench, queue, missing, FILL_BATCH).await?;
+    }
+    let pending = bench.backend.counts(queue).await?.pending;
+    let missing = settings.backlog_pending.saturating_sub(pending);
+    if missing > 0 {
+        tracing::info!(%queue, jobs = missing, "filling the backlog with pending jobs");
+        enqueue_in_batches(bench, queue, missing, FILL_BATCH).await?;
+    }
+    Ok(())
 }
 
 /// A job that does nothing and is never retried.
@@ -80,8 +120,13 @@ fn no_op_job(queue: &QueueName) -> anyhow::Result<NewJob> {
     Ok(NewJob::new(queue.clone(), Value::Null)?.with_retry(RetryPolicy::never())?)
 }
 
-async fn enqueue_in_batches(bench: &Bench, queue: &QueueName, jobs: u64) -> anyhow::Result<()> {
-    let batch = vec![no_op_job(queue)?; bench.settings.batch.max(1)];
+async fn enqueue_in_batches(
+    bench: &Bench,
+    queue: &QueueName,
+    jobs: u64,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let batch = vec![no_op_job(queue)?; batch.max(1)];
     let mut left = jobs;
     while left > 0 {
         let size = usize::try_from(left).map_or(batch.len(), |left| left.min(batch.len()));
@@ -93,16 +138,24 @@ async fn enqueue_in_batches(bench: &Bench, queue: &QueueName, jobs: u64) -> anyh
 
 /// What [`drain`] saw.
 struct Drained {
-    /// From the first worker's start until the backend counted every job as succeeded.
+    /// From the first worker's start until the last completion was acknowledged.
     elapsed: Duration,
-    /// Jobs of the queue the backend counted as succeeded then.
+    /// How many more jobs of the queue the backend counted as succeeded then.
     succeeded: u64,
 }
 
-/// Runs `workers` workers on `queue` until `expected` jobs were completed and the backend's
-/// counts confirm that they all succeeded.
-async fn drain(bench: &Bench, queue: &QueueName, expected: u64) -> anyhow::Result<Drained> {
+/// Runs `workers` workers, each reserving up to `prefetch` jobs per call, on `queue` until
+/// `expected` jobs were completed and the backend's counts confirm that as many more jobs
+/// succeeded.
+async fn drain(
+    bench: &Bench,
+    queue: &QueueName,
+    expected: u64,
+    prefetch: usize,
+) -> anyhow::Result<Drained> {
+    let baseline = bench.backend.counts(queue).await?.succeeded;
     let completed = Arc::new(AtomicU64::new(0));
+    let untaken = Arc::new(AtomicU64::new(expected));
     let all_done = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = JoinSet::new();
@@ -110,10 +163,11 @@ async fn drain(bench: &Bench, queue: &QueueName, expected: u64) -> anyhow::Resul
     for index in 0..bench.settings.workers {
         let worker = Worker {
             backend: bench.backend.clone(),
-            prefetch: bench.settings.prefetch,
+            prefetch,
             queue: queue.clone(),
             owner: bench.owner(&format!("bench-worker-{index}"))?,
             expected,
+            untaken: untaken.clone(),
             completed: completed.clone(),
             all_done: all_done.clone(),
             stop: stop_rx.clone(),
@@ -122,10 +176,11 @@ async fn drain(bench: &Bench, queue: &QueueName, expected: u64) -> anyhow::Resul
     }
     let outcome = async {
         wait_for_completions(&mut workers, &all_done, &completed, expected).await?;
-        let succeeded = wait_for_counts(bench.backend.as_ref(), queue, expected).await?;
+        let elapsed = started.elapsed();
+        let succeeded = wait_for_counts(bench.backend.as_ref(), queue, baseline + expected).await?;
         Ok::<_, anyhow::Error>(Drained {
-            elapsed: started.elapsed(),
-            succeeded,
+            elapsed,
+            succeeded: succeeded - baseline,
         })
     }
     .await;
@@ -186,13 +241,16 @@ async fn wait_for_counts(
 }
 
 /// One bench worker: reserve up to `prefetch` jobs, complete them one by one, repeat; wait for
-/// a wake-up when idle.
+/// a wake-up when idle. Workers share out the `expected` jobs beforehand, so that together they
+/// complete exactly that many even when the queue holds more.
 struct Worker {
     backend: Arc<dyn Backend>,
     prefetch: usize,
     queue: QueueName,
     owner: Owner,
     expected: u64,
+    /// Of the `expected` jobs, how many no worker has set out to reserve yet.
+    untaken: Arc<AtomicU64>,
     completed: Arc<AtomicU64>,
     all_done: Arc<Notify>,
     stop: watch::Receiver<bool>,
@@ -204,10 +262,20 @@ impl Worker {
         // Opened before the first look for work, so that no wake falls between the two.
         let mut wakeups = Some(self.backend.wakeups(&queues).await?);
         while !*self.stop.borrow() {
+            let share = take_share(&self.untaken, self.prefetch);
+            if share == 0 {
+                // Every job is someone's: wait for the stop.
+                if self.stop.changed().await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             let reserved = self
                 .backend
-                .reserve(&queues, &self.owner, LEASE_TTL, self.prefetch)
+                .reserve(&queues, &self.owner, LEASE_TTL, share)
                 .await?;
+            self.untaken
+                .fetch_add((share - reserved.len()) as u64, Ordering::SeqCst);
             if reserved.is_empty() {
                 tokio::select! {
                     woke = next_wake(&mut wakeups) => {
@@ -233,6 +301,17 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Takes up to `most` of the `untaken` jobs; returns how many it took.
+fn take_share(untaken: &AtomicU64, most: usize) -> usize {
+    let most = most as u64;
+    let before = untaken
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            Some(left - left.min(most))
+        })
+        .unwrap_or(0);
+    usize::try_from(before.min(most)).unwrap_or(0)
 }
 
 /// Waits for the next wake-up; `false` if the stream ended. Without a stream, waits forever

@@ -159,3 +159,96 @@ async fn bench_runs_on_postgres() {
     assert_eq!(figures.len(), 4, "{figures:?}");
     assert!(completed_every_job(&figures), "{figures:?}");
 }
+
+/// Runs `baton bench` with `args` and returns its figures, asserting it succeeded.
+async fn bench(args: &[&str]) -> Vec<Value> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .arg("bench")
+            .args(args)
+            .env_clear()
+            .current_dir(std::env::temp_dir())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench finishes within 120s")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "bench {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backlog_keeps_the_queue_as_deep_and_is_topped_up_not_refilled_on_the_next_run() {
+    let dir = crate::support::temp_dir("bench-backlog");
+    let url = format!("sqlite://{}", dir.join("bench.db").display());
+    let args = [
+        "--backend",
+        &url,
+        "--only",
+        "end-to-end",
+        "--queue",
+        "deep",
+        "--jobs",
+        "20",
+        "--workers",
+        "3",
+        "--backlog-pending",
+        "50",
+        "--backlog-finished",
+        "30",
+    ];
+    let first = bench(&args).await;
+    let [figure] = &first[..] else {
+        panic!("--only end-to-end measures one figure: {first:?}")
+    };
+    assert_eq!(figure["bench"], "end_to_end");
+    assert_eq!(figure["completed"], 20, "{figure}");
+    assert_eq!(figure["backlog_pending"], 50, "{figure}");
+    assert_eq!(figure["backlog_finished"], 30, "{figure}");
+
+    let second = bench(&args).await;
+    let [figure] = &second[..] else {
+        panic!("--only end-to-end measures one figure: {second:?}")
+    };
+    assert_eq!(figure["completed"], 20, "{figure}");
+    assert_eq!(
+        figure["backlog_pending"], 50,
+        "the queue stayed as deep: {figure}"
+    );
+    assert_eq!(
+        figure["backlog_finished"], 50,
+        "the first run's jobs joined the finished ones, none were added: {figure}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn only_measures_the_figures_asked_for_in_their_usual_order() {
+    let figures = bench(&[
+        "--backend",
+        "memory://",
+        "--only",
+        "lock",
+        "--only",
+        "enqueue-single",
+        "--jobs",
+        "10",
+        "--lock-ops",
+        "10",
+    ])
+    .await;
+    let names: Vec<&str> = figures
+        .iter()
+        .map(|f| f["bench"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["enqueue", "lock"], "{figures:?}");
+}
