@@ -20,6 +20,8 @@ use crate::{PostgresBackend, batcher_gone, millis};
 /// The most expired jobs one transaction of `requeue_expired` handles (the `LIMIT` of
 /// `select_expired`).
 const REQUEUE_BATCH: usize = 1000;
+/// How many finished jobs one purge transaction deletes.
+const PURGE_BATCH: i64 = 5_000;
 
 /// Inserts `jobs` in one statement (with their `NOTIFY`s); returns their ids in order.
 pub(crate) async fn insert_jobs(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
@@ -370,11 +372,26 @@ impl Queue for PostgresBackend {
     }
 
     async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
-        let done = sqlx::query(self.inner.sql.purge.clone())
+        // In batches, each its own short transaction, so that purging a million jobs never
+        // holds one huge transaction open (its row locks, its WAL, vacuum held back).
+        let cutoff: i64 = sqlx::query_scalar(self.inner.sql.purge_cutoff.clone())
             .bind(millis(older_than))
-            .execute(&self.inner.pool)
+            .fetch_one(&self.inner.pool)
             .await
             .map_err(from_sqlx)?;
-        Ok(done.rows_affected())
+        let mut purged = 0;
+        loop {
+            let deleted = sqlx::query(self.inner.sql.purge.clone())
+                .bind(cutoff)
+                .bind(PURGE_BATCH)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected();
+            purged += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
     }
 }

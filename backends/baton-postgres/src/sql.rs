@@ -90,6 +90,7 @@ pub(crate) struct Statements {
     pub(crate) last: SqlStr,
     pub(crate) counts: SqlStr,
     pub(crate) select_expired: SqlStr,
+    pub(crate) purge_cutoff: SqlStr,
     pub(crate) purge: SqlStr,
     pub(crate) notify_event: SqlStr,
     pub(crate) notify_wake: SqlStr,
@@ -207,8 +208,12 @@ impl Statements {
                 WHERE state = 'running' AND lease_expires_at <= {now}
                 ORDER BY lease_expires_at, id
                 LIMIT 1000 FOR UPDATE SKIP LOCKED"),
-            purge: sql("DELETE FROM {prefix}jobs
-                WHERE finished_at IS NOT NULL AND finished_at <= {now} - $1"),
+            purge_cutoff: sql("SELECT {now} - $1"),
+            // A batch of the jobs that ended at or before the cutoff $1, at most $2 of them.
+            purge: sql("DELETE FROM {prefix}jobs WHERE id IN (
+                SELECT id FROM {prefix}jobs
+                WHERE finished_at IS NOT NULL AND finished_at <= $1
+                ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)"),
             notify_event: sql("SELECT pg_notify('{prefix}events', $1)::text"),
             notify_wake: sql("SELECT pg_notify('{prefix}wake', $1)::text"),
             lock_insert: sql("INSERT INTO {prefix}locks (name)
