@@ -10,8 +10,8 @@ use baton_core::{Dispatch, EventStream, JobEvent, JobId, QueueName, Result, Wake
 use baton_hub::Hub;
 use baton_sql::{TablePrefix, from_sqlx};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
+use sqlx::{PgPool, Row, SqlStr};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -102,9 +102,15 @@ pub(crate) fn new_origin() -> i64 {
 
 /// Starts listening (the `LISTEN`s are in place when this returns) and spawns the task that
 /// hands notifications to `hub`.
+///
+/// Notifications sent while the connection is down are lost, so after it drops the task
+/// listens again, then wakes every waiter of this process (they look for work and locks
+/// again) and reads the current state of every job someone here subscribed to with
+/// `job_states`, handing any change they missed to their subscribers.
 pub(crate) async fn spawn_listener(
     pool: &PgPool,
     channels: Channels,
+    job_states: SqlStr,
     origin: i64,
     hub: Arc<Hub>,
     lock_changed: Arc<Notify>,
@@ -119,6 +125,7 @@ pub(crate) async fn spawn_listener(
         ])
         .await
         .map_err(from_sqlx)?;
+    let pool = pool.clone();
     // How every event notification of this backend starts, so that it skips them unparsed.
     let own_prefix = format!("{{\"o\":{origin},");
     Ok(tokio::spawn(async move {
@@ -131,21 +138,65 @@ pub(crate) async fn spawn_listener(
                         continue;
                     }
                     handle(&notification, &channels, origin, &hub, &lock_changed);
+                    continue;
                 }
-                Ok(None) => {
-                    tracing::warn!("notification connection lost; reconnecting");
-                    hub.wake_all();
-                    lock_changed.notify_waiters();
-                }
+                Ok(None) => tracing::warn!("notification connection lost; reconnecting"),
                 Err(error) => {
-                    tracing::warn!(%error, "listening for notifications failed; retrying");
-                    hub.wake_all();
-                    lock_changed.notify_waiters();
-                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    tracing::warn!(%error, "listening for notifications failed; reconnecting");
                 }
             }
+            listen_again(&mut listener, &channels).await;
+            hub.wake_all();
+            lock_changed.notify_waiters();
+            resync_watched_jobs(&pool, &job_states, &hub).await;
         }
     }))
+}
+
+/// Reconnects `listener` and puts its `LISTEN`s back in place, retrying until that works.
+async fn listen_again(listener: &mut PgListener, channels: &Channels) {
+    loop {
+        // Dropping one channel and listening on it again makes the listener reconnect (with
+        // every `LISTEN`) without adding a channel twice.
+        let relistened = match listener.unlisten(&channels.wake).await {
+            Ok(()) => listener.listen(&channels.wake).await,
+            Err(error) => Err(error),
+        };
+        match relistened {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for notifications yet; retrying");
+                tokio::time::sleep(RECONNECT_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Reads the state of every job subscribed to in this process and hands it to the hub, which
+/// passes on what changed unseen. On failure the subscribers keep waiting for the next event.
+async fn resync_watched_jobs(pool: &PgPool, job_states: &SqlStr, hub: &Hub) {
+    let watched: Vec<i64> = hub.watched_jobs().into_iter().map(JobId::get).collect();
+    if watched.is_empty() {
+        return;
+    }
+    let rows = sqlx::query(job_states.clone())
+        .bind(&watched)
+        .fetch_all(pool)
+        .await;
+    match rows {
+        Ok(rows) => hub.resync(rows.iter().filter_map(|row| {
+            let attempts: i32 = row.try_get("attempts").ok()?;
+            parse_event(
+                row.try_get("id").ok()?,
+                row.try_get("queue").ok()?,
+                row.try_get("state").ok()?,
+                u32::try_from(attempts).ok()?,
+            )
+        })),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the state of watched jobs after a reconnect");
+        }
+    }
 }
 
 fn handle(

@@ -50,9 +50,10 @@
 //! `Dispatch::publish`) and `<prefix>wake` (a queue name, once per statement), sent in the same
 //! transaction as the change. Lock releases notify `<prefix>unlock`; a waiting
 //! `acquire` also looks again every 25 ms. A background task holds a dedicated `LISTEN`
-//! connection; after it drops, the task reconnects and wakes every queue, since wakes may have
-//! been lost. Job events sent while it was disconnected are lost for this process's
-//! subscribers, which should check the job with `get` after a wait times out.
+//! connection; after it drops, the task listens again, wakes every queue and lock waiter (their
+//! notifications may have been lost), and reads the state of every job subscribed to in this
+//! process, so that a subscriber hears of a change made during the gap (the job's current
+//! state, once; nothing it already saw is repeated).
 //!
 //! # Group commit
 //!
@@ -171,10 +172,16 @@ impl PostgresBackend {
         let lock_changed = Arc::new(Notify::new());
         let origin = dispatch::new_origin();
         let channels = dispatch::Channels::new(&config.prefix);
-        let listener =
-            dispatch::spawn_listener(&pool, channels, origin, hub.clone(), lock_changed.clone())
-                .await?;
         let sql = Arc::new(sql::Statements::new(&config.prefix));
+        let listener = dispatch::spawn_listener(
+            &pool,
+            channels,
+            sql.job_states.clone(),
+            origin,
+            hub.clone(),
+            lock_changed.clone(),
+        )
+        .await?;
         let batchers = batch::Batchers::spawn(&batch::Shared {
             pool: pool.clone(),
             sql: sql.clone(),

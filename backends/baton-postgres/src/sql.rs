@@ -85,6 +85,7 @@ pub(crate) struct Statements {
     pub(crate) select_current: SqlStr,
     pub(crate) end_attempt: SqlStr,
     pub(crate) select_for_update: SqlStr,
+    pub(crate) job_states: SqlStr,
     pub(crate) cancel: SqlStr,
     pub(crate) get: SqlStr,
     pub(crate) last: SqlStr,
@@ -191,6 +192,8 @@ impl Statements {
                     THEN pg_notify('{prefix}wake', queue)::text END AS woke
             FROM upd", &[("$OUTCOME", "$4"), ("$ORIGIN", "$5")]),
             select_for_update: sql("SELECT {cols} FROM {prefix}jobs WHERE id = $1 FOR UPDATE"),
+            job_states: sql("SELECT id, queue, state, attempts FROM {prefix}jobs
+                WHERE id = ANY($1)"),
             cancel: with("WITH upd AS (
                 UPDATE {prefix}jobs SET state = 'canceled', finished_at = {now},
                     lease_owner = NULL, lease_expires_at = NULL,

@@ -15,7 +15,14 @@ use tokio::sync::{mpsc, watch};
 #[derive(Default)]
 pub struct Hub {
     wakers: Mutex<HashMap<QueueName, watch::Sender<u64>>>,
-    subscribers: Mutex<HashMap<JobId, Vec<mpsc::UnboundedSender<JobEvent>>>>,
+    subscribers: Mutex<HashMap<JobId, Watchers>>,
+}
+
+/// The subscribers of one job, and the last event they were sent.
+#[derive(Default)]
+struct Watchers {
+    senders: Vec<mpsc::UnboundedSender<JobEvent>>,
+    last: Option<JobEvent>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -43,12 +50,35 @@ impl Hub {
     /// Sends `event` to the job's subscribers, and forgets them once the job is terminal.
     pub fn publish(&self, event: &JobEvent) {
         let mut subscribers = lock(&self.subscribers);
-        let Some(senders) = subscribers.get_mut(&event.job) else {
+        let Some(watchers) = subscribers.get_mut(&event.job) else {
             return;
         };
-        senders.retain(|sender| sender.send(event.clone()).is_ok());
-        if senders.is_empty() || event.state.is_terminal() {
+        watchers
+            .senders
+            .retain(|sender| sender.send(event.clone()).is_ok());
+        watchers.last = Some(event.clone());
+        if watchers.senders.is_empty() || event.state.is_terminal() {
             subscribers.remove(&event.job);
+        }
+    }
+
+    /// The jobs someone in this process subscribed to: after a gap in which their events may
+    /// have been missed, a backend reads their current states and hands them to [`Hub::resync`].
+    pub fn watched_jobs(&self) -> Vec<JobId> {
+        lock(&self.subscribers).keys().copied().collect()
+    }
+
+    /// Publishes each of `current` (the jobs' states as read from the server) that differs
+    /// from the last event its subscribers were sent, so that a missed change reaches them
+    /// once and nothing they already saw is repeated.
+    pub fn resync(&self, current: impl IntoIterator<Item = JobEvent>) {
+        for event in current {
+            let seen = lock(&self.subscribers)
+                .get(&event.job)
+                .is_some_and(|watchers| watchers.last.as_ref() == Some(&event));
+            if !seen {
+                self.publish(&event);
+            }
         }
     }
 
@@ -107,7 +137,11 @@ impl Hub {
     /// [`Dispatch::subscribe`](baton_core::Dispatch::subscribe) promises.
     pub fn subscribe(&self, id: JobId) -> EventStream {
         let (sender, receiver) = mpsc::unbounded_channel();
-        lock(&self.subscribers).entry(id).or_default().push(sender);
+        lock(&self.subscribers)
+            .entry(id)
+            .or_default()
+            .senders
+            .push(sender);
         let stream =
             futures::stream::unfold((receiver, false), |(mut receiver, ended)| async move {
                 if ended {
@@ -179,5 +213,23 @@ mod tests {
         let seen: Vec<JobState> = events.by_ref().map(|e| e.state).collect().await;
         assert_eq!(seen, [JobState::Running, JobState::Succeeded]);
         assert!(!hub.is_watched(JobId::new(1)));
+    }
+
+    #[tokio::test]
+    async fn resync_sends_what_changed_during_a_gap_and_repeats_nothing_already_seen() {
+        let hub = Hub::default();
+        let mut first = hub.subscribe(JobId::new(1));
+        let mut second = hub.subscribe(JobId::new(2));
+        hub.publish(&event(1, JobState::Running));
+        hub.publish(&event(2, JobState::Running));
+        assert_eq!(hub.watched_jobs().len(), 2);
+        // Job 1 ended while events were not arriving; job 2 did not change.
+        hub.resync([event(1, JobState::Succeeded), event(2, JobState::Running)]);
+        hub.publish(&event(2, JobState::Failed));
+        let seen: Vec<JobState> = first.by_ref().map(|e| e.state).collect().await;
+        assert_eq!(seen, [JobState::Running, JobState::Succeeded]);
+        let seen: Vec<JobState> = second.by_ref().map(|e| e.state).collect().await;
+        assert_eq!(seen, [JobState::Running, JobState::Failed]);
+        assert!(hub.watched_jobs().is_empty());
     }
 }
