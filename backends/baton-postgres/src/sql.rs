@@ -46,14 +46,14 @@ const FINISH: &str = "(history - (-1)) || jsonb_build_array((history -> -1) \
 /// with 3,000 pending jobs). The events of the reserved jobs go out as in [`EVENTS`].
 ///
 /// With 1,000,000 finished and 100,000 pending jobs in one queue, `EXPLAIN` of the picking
-/// part under the default collation shows the pending partial index walked in order and cut by
-/// the limit, with no sort (checked by `tests/explain.rs`):
+/// part shows the pending partial index walked in order and cut by the limit, with no sort
+/// (checked by `tests/explain.rs`):
 ///
 /// ```text
-/// Limit  (cost=0.43..11.23 rows=32 width=26)
-///   ->  LockRows  (cost=0.43..34518.95 rows=102290 width=26)
-///         ->  Index Scan using t_e0_jobs_pending on t_e0_jobs  (cost=0.43..33496.05 rows=102290 width=26)
-///               Index Cond: ((queue = 'q'::text) AND (run_at <= ((EXTRACT(epoch FROM now()) * '1000'::numeric))::bigint))
+/// Limit  (cost=0.43..11.32 rows=32 width=26)
+///   ->  LockRows  (cost=0.43..34477.14 rows=101263 width=26)
+///         ->  Index Scan using t_e0_jobs_pending_walk on t_e0_jobs  (cost=0.43..33464.51 rows=101263 width=26)
+///               Index Cond: (((queue)::text = 'q'::text) AND (run_at <= ((EXTRACT(epoch FROM now()) * '1000'::numeric))::bigint))
 ///               Filter: (state = 'pending'::text)
 /// ```
 const RESERVE: &str = "WITH picked AS (
