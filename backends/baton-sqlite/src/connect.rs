@@ -111,6 +111,7 @@ impl SqliteBackend {
                 hub,
                 origin,
                 writer: Mutex::new(()),
+                requests: crate::combine::Requests::default(),
                 lock_released: Notify::new(),
                 _poller: poller,
             }),

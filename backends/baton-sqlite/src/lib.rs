@@ -46,6 +46,10 @@
 //! wait up to [`SqliteConfig::busy_timeout`]. The database runs in WAL mode, so readers never
 //! block the writer. See [`Durability`] for what a crash may lose.
 //!
+//! Reservations and completions that queue for the write turn share one transaction: whoever
+//! gets the turn runs every request queued meanwhile, each judged on its own (a stale lease
+//! fails only its own completion), and commits once for all of them.
+//!
 //! # Notifications
 //!
 //! Waiters and subscribers in this process hear of a change as soon as it commits. Other
@@ -54,6 +58,7 @@
 //! once when a lock of this process is released, and every [`LOCK_RECHECK`] otherwise.
 
 mod claim;
+mod combine;
 mod connect;
 mod dispatch;
 mod heartbeat;
@@ -152,6 +157,8 @@ struct Inner {
     origin: String,
     /// Serializes this process's write transactions.
     writer: Mutex<()>,
+    /// Reservations and completions waiting to share the next write transaction.
+    requests: combine::Requests,
     /// Signalled when this backend frees a lock.
     lock_released: Notify,
     _poller: EventPoller,
@@ -187,6 +194,12 @@ impl SqliteBackend {
     /// Begins a write transaction and reads the database's time in it.
     pub(crate) async fn write(&self) -> Result<Write<'_>> {
         let turn = self.inner.writer.lock().await;
+        self.begin(turn).await
+    }
+
+    /// Begins a write transaction in `turn`, this process's write turn, and reads the
+    /// database's time in it.
+    pub(crate) async fn begin<'a>(&'a self, turn: MutexGuard<'a, ()>) -> Result<Write<'a>> {
         let mut tx = self
             .inner
             .pool

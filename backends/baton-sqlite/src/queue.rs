@@ -57,33 +57,7 @@ impl Queue for SqliteBackend {
         max: usize,
     ) -> Result<Vec<Reserved>> {
         validate_reserve(queues, max, lease_ttl)?;
-        let mut changes = Changes::default();
-        let mut write = self.write().await?;
-        let expires_at = Timestamp::from_millis(write.now).saturating_add(lease_ttl);
-        let mut reserved = Vec::new();
-        for id in self.due(&mut write, queues, max).await? {
-            let row: Option<JobRow> = sqlx::query_as(self.sql().reserve_job.clone())
-                .bind(owner.as_str().to_owned())
-                .bind(expires_at.as_millis())
-                .bind(owner.as_str().to_owned())
-                .bind(write.now)
-                .bind(id)
-                .fetch_optional(&mut *write.tx)
-                .await
-                .map_err(from_sqlx)?;
-            let Some(row) = row else { continue };
-            let job = row.into_job()?;
-            let lease = job.lease.clone().ok_or_else(|| job.id.lease_lost())?;
-            let event = job.event();
-            self.record_event(&mut write, &event).await?;
-            changes.events.push(event);
-            reserved.push(Reserved {
-                lease: JobLease { job: job.id, lease },
-                job,
-            });
-        }
-        self.commit_and_announce(write, changes).await?;
-        Ok(reserved)
+        self.reserve_combined(queues, owner, lease_ttl, max).await
     }
 
     async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
@@ -109,16 +83,7 @@ impl Queue for SqliteBackend {
 
     async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
         check_json_size("result", &result)?;
-        let mut changes = Changes::default();
-        let mut write = self.write().await?;
-        let now = Timestamp::from_millis(write.now);
-        let mut job = self.current(&mut write, lease).await?;
-        end_attempt(&mut job, AttemptOutcome::Succeeded, now);
-        job.result = Some(result);
-        finish(&mut job, JobState::Succeeded, now);
-        self.store(&mut write, &job, &mut changes).await?;
-        self.commit_and_announce(write, changes).await?;
-        Ok(job)
+        self.complete_combined(lease, result).await
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
