@@ -39,6 +39,12 @@
 //!   value), `job_id`, `queue`, `state`, `attempts`, `created_at`; rows older than ten minutes
 //!   are purged by the poller.
 //!
+//! # Group commit
+//!
+//! Concurrent `complete` calls of one backend share a transaction: one caller at a time runs
+//! every completion queued meanwhile (locking their rows in one statement, in id order) and
+//! commits once; each is still checked against its own lease.
+//!
 //! # Notifications
 //!
 //! Waiters in the same process (on the same [`MysqlBackend`] or a clone) hear of a change at
@@ -59,6 +65,7 @@
 //! MariaDB answers sqlx's `GET_LOCK(…, -1)` at once without waiting.
 
 mod claim;
+mod combine;
 mod dispatch;
 mod heartbeat;
 mod job_logic;
@@ -127,6 +134,8 @@ struct Inner {
     /// Whether multi-row inserts get consecutive auto-increment ids
     /// (`innodb_autoinc_lock_mode` below 2).
     consecutive_ids: bool,
+    /// Completions waiting to share the next transaction.
+    completions: combine::Completions,
     _poller: EventPoller,
 }
 
@@ -228,6 +237,7 @@ impl MysqlBackend {
                 origin,
                 lock_released: tokio::sync::Notify::new(),
                 consecutive_ids: autoinc_mode < 2,
+                completions: combine::Completions::default(),
                 _poller: poller,
             }),
         })

@@ -16,7 +16,7 @@ use sqlx::Row;
 use crate::MysqlBackend;
 use crate::sql::{TxError, millis, now, retrying};
 
-use crate::job_logic::{end_attempt, finish, retry_or_fail};
+use crate::job_logic::{end_attempt, retry_or_fail};
 use crate::jobs::{COUNTS, PURGE, SELECT_JOB, SELECT_LAST};
 
 #[async_trait]
@@ -77,16 +77,7 @@ impl Queue for MysqlBackend {
 
     async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
         check_json_size("result", &result)?;
-        let (job, outbox) = retrying(|| {
-            self.change_leased(lease, |job, now| {
-                end_attempt(job, AttemptOutcome::Succeeded, now);
-                job.result = Some(result.clone());
-                finish(job, JobState::Succeeded, now);
-            })
-        })
-        .await?;
-        self.deliver(&outbox);
-        Ok(job)
+        self.complete_combined(lease, result).await
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {

@@ -101,3 +101,44 @@ async fn processes_starting_together_apply_the_schema_once_and_hear_each_other()
         .expect("the other process heard the job end");
     assert_eq!(states, [JobState::Running, JobState::Succeeded]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_completions_each_succeed_once_and_a_second_try_loses_its_lease() {
+    let backend = std::sync::Arc::new(connect(fresh_prefix()).await);
+    let queue = QueueName::new("q").unwrap();
+    let jobs: Vec<NewJob> = (0..64)
+        .map(|n| NewJob::new(queue.clone(), serde_json::json!(n)).unwrap())
+        .collect();
+    backend.enqueue_batch(&jobs).await.unwrap();
+    let reserved = backend
+        .reserve(
+            std::slice::from_ref(&queue),
+            &Owner::new("w").unwrap(),
+            Duration::from_secs(60),
+            64,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reserved.len(), 64);
+
+    // Every lease completed twice at once: the two calls often share a transaction.
+    let mut calls = tokio::task::JoinSet::new();
+    for job in reserved.iter().chain(&reserved) {
+        let (backend, lease) = (backend.clone(), job.lease.clone());
+        calls.spawn(async move { backend.complete(&lease, serde_json::json!("ok")).await });
+    }
+    let (mut succeeded, mut lost) = (0, 0);
+    while let Some(outcome) = calls.join_next().await {
+        match outcome.unwrap() {
+            Ok(job) => {
+                assert_eq!(job.state, JobState::Succeeded);
+                succeeded += 1;
+            }
+            Err(error) if error.is_lease_lost() => lost += 1,
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+    assert_eq!((succeeded, lost), (64, 64));
+    let counts = backend.counts(&queue).await.unwrap();
+    assert_eq!((counts.succeeded, counts.running), (64, 0), "{counts:?}");
+}

@@ -1,0 +1,158 @@
+//! Completions share transactions: concurrent `complete` calls of one backend queue their
+//! requests here, and one caller at a time runs every queued completion in one transaction
+//! (flat combining), so that one commit serves many. Each completion is still judged against
+//! its own lease: one that is not current gets `LeaseLost` and the rest go on. A database
+//! error fails the whole transaction (after the usual retries of a deadlock), and every
+//! caller in it gets that error.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use baton_core::{AttemptOutcome, Error, Job, JobLease, JobState, Result};
+use baton_sql::JobRow;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::MysqlBackend;
+use crate::job_logic::{Outbox, end_attempt, finish, is_current};
+use crate::sql::{TxError, now, retrying};
+
+/// The most completions one transaction runs.
+const MAX_BATCH: usize = 500;
+
+/// Locks the rows of several jobs, in id order.
+const LOCK_JOBS: &str = "SELECT id, queue, payload, priority, state, attempts, retry, created_at, \
+     run_at, finished_at, result, error, lease_owner, lease_token, lease_expires_at, history \
+     FROM {prefix}jobs WHERE id IN ({in}) ORDER BY id FOR UPDATE";
+
+/// One caller's completion, waiting for a transaction.
+pub(crate) struct Completion {
+    lease: JobLease,
+    result: Value,
+    reply: oneshot::Sender<Result<Job>>,
+}
+
+/// Completions queued for the next transaction, and the turn to run them.
+#[derive(Default)]
+pub(crate) struct Completions {
+    queue: Mutex<Vec<Completion>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Completions {
+    fn queue(&self) -> MutexGuard<'_, Vec<Completion>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MysqlBackend {
+    /// Completes `lease`'s job with `result`, in a transaction shared with the completions
+    /// queued meanwhile.
+    pub(crate) async fn complete_combined(&self, lease: &JobLease, result: Value) -> Result<Job> {
+        let (reply, mut answer) = oneshot::channel();
+        let completions = &self.inner.completions;
+        completions.queue().push(Completion {
+            lease: lease.clone(),
+            result,
+            reply,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                answered = &mut answer => {
+                    return answered.unwrap_or_else(|_| {
+                        Err(Error::permanent(std::io::Error::other(
+                            "a completion was dropped unanswered",
+                        )))
+                    });
+                }
+                _turn = completions.turn.lock() => {
+                    let batch: Vec<Completion> = {
+                        let mut queue = completions.queue();
+                        let take = queue.len().min(MAX_BATCH);
+                        queue.drain(..take).collect()
+                    };
+                    if !batch.is_empty() {
+                        self.run_completions(batch).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `batch` in one transaction and answers every caller.
+    async fn run_completions(&self, batch: Vec<Completion>) {
+        let requests: Vec<(&JobLease, &Value)> = batch
+            .iter()
+            .map(|completion| (&completion.lease, &completion.result))
+            .collect();
+        match retrying(|| self.complete_all_once(&requests)).await {
+            Ok((outcomes, outbox)) => {
+                self.deliver(&outbox);
+                for (completion, outcome) in batch.into_iter().zip(outcomes) {
+                    let answer = outcome.ok_or_else(|| completion.lease.job.lease_lost());
+                    drop(completion.reply.send(answer));
+                }
+            }
+            Err(error) => {
+                for completion in batch {
+                    drop(completion.reply.send(Err(shared(&error))));
+                }
+            }
+        }
+    }
+
+    /// One try at completing every request in one transaction: per request, the finished job,
+    /// or `None` if its lease was not current.
+    async fn complete_all_once(
+        &self,
+        requests: &[(&JobLease, &Value)],
+    ) -> Result<(Vec<Option<Job>>, Outbox), TxError> {
+        let mut tx = self.inner.pool.begin().await?;
+        let now = now(&mut tx).await?;
+        let mut ids: Vec<i64> = requests.iter().map(|(lease, _)| lease.job.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut query = sqlx::query_as::<_, JobRow>(self.stmt_in(LOCK_JOBS, ids.len()));
+        for id in &ids {
+            query = query.bind(id);
+        }
+        let mut jobs: HashMap<i64, Job> = HashMap::with_capacity(ids.len());
+        for row in query.fetch_all(&mut *tx).await? {
+            let job = row.into_job()?;
+            jobs.insert(job.id.get(), job);
+        }
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut outbox = Outbox::default();
+        for (lease, result) in requests {
+            let Some(job) = jobs
+                .get_mut(&lease.job.get())
+                .filter(|job| is_current(job, lease, now))
+            else {
+                outcomes.push(None);
+                continue;
+            };
+            end_attempt(job, AttemptOutcome::Succeeded, now);
+            job.result = Some((*result).clone());
+            finish(job, JobState::Succeeded, now);
+            self.write_job(&mut tx, job).await?;
+            outbox.push(job, now);
+            outcomes.push(Some(job.clone()));
+        }
+        self.write_events(&mut tx, &outbox.events).await?;
+        tx.commit().await?;
+        Ok((outcomes, outbox))
+    }
+}
+
+/// `error` as each caller of a failed transaction sees it: a backend error with its message,
+/// as retryable as the original.
+fn shared(error: &Error) -> Error {
+    Error::Backend {
+        message: error.to_string(),
+        transient: error.is_retryable(),
+        source: None,
+    }
+}
