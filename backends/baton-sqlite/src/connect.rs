@@ -81,15 +81,9 @@ impl SqliteBackend {
         } else {
             pool_options.max_connections(config.max_connections)
         };
-        let pool = pool_options
-            .acquire_timeout(config.busy_timeout + Duration::from_secs(25))
-            .connect_with(options)
-            .await
-            .map_err(|error| Error::Backend {
-                message: format!("cannot open sqlite database {url}: {error}"),
-                transient: baton_sql::is_transient(&error),
-                source: Some(Box::new(error)),
-            })?;
+        let pool_options =
+            pool_options.acquire_timeout(config.busy_timeout + Duration::from_secs(25));
+        let pool = open(pool_options, options, url, config.busy_timeout).await?;
         migrate(&pool, &config).await?;
         let sql = Statements::new(&config.prefix);
         let start_after: i64 = sqlx::query_scalar(sql.last_event.clone())
@@ -116,6 +110,50 @@ impl SqliteBackend {
                 _poller: poller,
             }),
         })
+    }
+}
+
+/// Opens the pool, trying again while the file is busy, for up to `busy_timeout`.
+///
+/// Switching a new file to WAL mode takes an exclusive lock, and when several processes open
+/// the same new file at once SQLite answers some of them `SQLITE_BUSY` at once instead of
+/// waiting in the busy handler (two readers upgrading would deadlock), so the wait is here.
+async fn open(
+    pool_options: SqlitePoolOptions,
+    options: SqliteConnectOptions,
+    url: &str,
+    busy_timeout: Duration,
+) -> Result<sqlx::SqlitePool> {
+    let deadline = tokio::time::Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match pool_options.clone().connect_with(options.clone()).await {
+            Ok(pool) => return Ok(pool),
+            Err(error) if is_busy(&error) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(%error, "sqlite database busy while opening; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(error) => {
+                return Err(Error::Backend {
+                    message: format!("cannot open sqlite database {url}: {error}"),
+                    transient: baton_sql::is_transient(&error),
+                    source: Some(Box::new(error)),
+                });
+            }
+        }
+    }
+}
+
+/// Whether `error` is SQLite's "database is locked" (`SQLITE_BUSY`, code 5, or an extended
+/// code built on it).
+fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
     }
 }
 
