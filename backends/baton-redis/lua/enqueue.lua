@@ -1,0 +1,46 @@
+-- Stores jobs, pending; returns the first id (the others follow it) and the time of the store.
+-- ARGV: J, origin, events channel, wake channel, n, then n times: queue, payload, priority,
+-- delay ms, retry policy.
+local J, origin = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[5])
+local now = now_ms()
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+-- Members to add per queue key and set, sent in chunks of 200 pairs.
+local adds = {}
+local function add(key, score, member)
+  local list = adds[key]
+  if not list then
+    list = {}
+    adds[key] = list
+  end
+  list[#list + 1] = score
+  list[#list + 1] = member
+  if #list >= 400 then
+    redis.call('ZADD', key, unpack(list))
+    adds[key] = {}
+  end
+end
+for i = 0, n - 1 do
+  local at = 6 + i * 5
+  local queue, payload = ARGV[at], ARGV[at + 1]
+  local priority, delay = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local id = first + i
+  local run_at = now + delay
+  local qk = queue_key(J, queue)
+  redis.call('HSET', job_key(J, id), 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending',
+    'at', 0, 'rt', ARGV[at + 4], 'ca', now, 'ra', run_at, 'tk', 0)
+  add(qk .. ':ids', id, id)
+  count_move(qk, nil, 'pending')
+  if run_at <= now then
+    add(qk .. ':due', -priority, due_member(run_at, id))
+    woken[queue] = true
+  else
+    add(qk .. ':sched', run_at, id)
+  end
+  event(id, queue, 'pending', 0)
+end
+for key, list in pairs(adds) do
+  if #list > 0 then redis.call('ZADD', key, unpack(list)) end
+end
+flush(ARGV[3], ARGV[4], origin)
+return {first, now}

@@ -1,0 +1,319 @@
+//! [`Queue`] on Redis: a hash per job, per queue a due set, a scheduled set, an id set and
+//! counts, and global sets of running and finished jobs (see `lua/jobs.lua`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_core::{
+    Error, Job, JobEvent, JobId, JobLease, JobState, NewJob, Owner, Queue, QueueCounts, QueueName,
+    Reserved, Result, Retry, check_json_size, truncate_error, validate_batch, validate_reserve,
+    validate_ttl,
+};
+use redis::{AsyncCommands, Value};
+use serde_json::Value as Json;
+use tokio::sync::oneshot;
+
+use crate::batch::{CompleteRequest, ReserveRequest, job_invocation};
+use crate::{RedisBackend, from_redis, millis, unexpected, value};
+
+/// Expired leases one `requeue` script call handles.
+const REQUEUE_CHUNK: usize = 500;
+/// Finished jobs one `purge` script call deletes.
+const PURGE_CHUNK: usize = 1000;
+
+/// The error of a call whose batching task is gone (the runtime is shutting down).
+fn batcher_gone() -> Error {
+    Error::transient(std::io::Error::other("the batching task stopped"))
+}
+
+fn to_json(what: &str, value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|error| Error::invalid(format!("{what}: {error}")))
+}
+
+impl RedisBackend {
+    /// Runs a job script with `args` after the four common arguments.
+    async fn job_script(&self, script: &redis::Script, args: &[String]) -> Result<Value> {
+        let keys = &self.inner.keys;
+        let mut invocation = job_invocation(script, keys, self.inner.subscriber.origin());
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(from_redis)
+    }
+
+    /// Tells this process's subscribers about `job`'s new state, and wakes its queue when the
+    /// change made it due.
+    fn announce(&self, job: &Job) {
+        self.inner.hub.publish(&job.event());
+        if job.state == JobState::Pending {
+            let changed = job
+                .history
+                .last()
+                .and_then(|attempt| attempt.finished_at)
+                .unwrap_or(job.created_at);
+            if job.run_at <= changed {
+                self.inner.hub.wake(&job.queue);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for RedisBackend {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
+        let ids = self.enqueue_batch(std::slice::from_ref(job)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| unexpected("enqueue returned no id"))
+    }
+
+    async fn enqueue_batch(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        validate_batch(jobs)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Vec::with_capacity(1 + jobs.len() * 5);
+        args.push(jobs.len().to_string());
+        for job in jobs {
+            args.push(job.queue().as_str().to_owned());
+            args.push(to_json("payload", job.payload())?);
+            args.push(job.priority().0.to_string());
+            args.push(millis(job.delay()).to_string());
+            args.push(to_json("retry policy", job.retry())?);
+        }
+        let reply = self.job_script(&self.inner.scripts.enqueue, &args).await?;
+        let mut parts = value::array(reply)?.into_iter();
+        let first = value::int(parts.next().ok_or_else(|| unexpected("enqueue reply"))?)?;
+        let ids: Vec<JobId> = (0..jobs.len() as i64)
+            .map(|n| JobId::new(first + n))
+            .collect();
+        for (job, id) in jobs.iter().zip(&ids) {
+            self.inner.hub.publish(&JobEvent {
+                job: *id,
+                queue: job.queue().clone(),
+                state: JobState::Pending,
+                attempts: 0,
+            });
+            if job.delay().is_zero() {
+                self.inner.hub.wake(job.queue());
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Reserved>> {
+        validate_reserve(queues, max, lease_ttl)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .reserve
+            .send(ReserveRequest {
+                queues: queues.to_vec(),
+                owner: owner.clone(),
+                ttl_ms: millis(lease_ttl),
+                max,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        let jobs = answer.await.map_err(|_| batcher_gone())??;
+        jobs.into_iter()
+            .map(|job| {
+                self.announce(&job);
+                let lease = job
+                    .lease
+                    .clone()
+                    .ok_or_else(|| unexpected("a reserved job without a lease"))?;
+                Ok(Reserved {
+                    lease: JobLease { job: job.id, lease },
+                    job,
+                })
+            })
+            .collect()
+    }
+
+    async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
+        validate_ttl(ttl)?;
+        let args = [
+            lease.job.get().to_string(),
+            lease.lease.owner().as_str().to_owned(),
+            lease.lease.token().get().to_string(),
+            millis(ttl).to_string(),
+        ];
+        let reply = self.job_script(&self.inner.scripts.touch, &args).await?;
+        let (status, mut rest) = value::status(reply)?;
+        if status != "ok" {
+            return Err(lease.job.lease_lost());
+        }
+        let expires = value::int(rest.next().ok_or_else(|| unexpected("touch reply"))?)?;
+        Ok(JobLease {
+            job: lease.job,
+            lease: baton_core::Lease::granted(
+                lease.lease.owner().clone(),
+                lease.lease.token(),
+                baton_core::Timestamp::from_millis(expires),
+            ),
+        })
+    }
+
+    async fn complete(&self, lease: &JobLease, result: Json) -> Result<Job> {
+        check_json_size("result", &result)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .complete
+            .send(CompleteRequest {
+                lease: lease.clone(),
+                result: to_json("result", &result)?,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        let job = answer
+            .await
+            .map_err(|_| batcher_gone())??
+            .ok_or_else(|| lease.job.lease_lost())?;
+        self.announce(&job);
+        Ok(job)
+    }
+
+    async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
+        let (mode, after) = match retry {
+            Retry::ByPolicy => ("policy", 0),
+            Retry::After(delay) => ("after", millis(delay)),
+            Retry::Never => ("never", 0),
+        };
+        let args = [
+            lease.job.get().to_string(),
+            lease.lease.owner().as_str().to_owned(),
+            lease.lease.token().get().to_string(),
+            truncate_error(error),
+            mode.to_owned(),
+            after.to_string(),
+            fastrand::f64().to_string(),
+        ];
+        let reply = self.job_script(&self.inner.scripts.fail, &args).await?;
+        let (status, mut rest) = value::status(reply)?;
+        if status != "ok" {
+            return Err(lease.job.lease_lost());
+        }
+        let job = value::some_job(rest.next().ok_or_else(|| unexpected("fail reply"))?)?;
+        self.announce(&job);
+        Ok(job)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Job> {
+        let reply = self
+            .job_script(&self.inner.scripts.cancel, &[id.get().to_string()])
+            .await?;
+        let (status, mut rest) = value::status(reply)?;
+        match status.as_str() {
+            "ok" => {
+                let job = value::some_job(rest.next().ok_or_else(|| unexpected("cancel reply"))?)?;
+                let changed = rest.next().map(value::int).transpose()?.unwrap_or(0) == 1;
+                if changed {
+                    self.announce(&job);
+                }
+                Ok(job)
+            }
+            "notfound" => Err(Error::not_found(format!("job {id}"))),
+            "conflict" => {
+                let state = rest
+                    .next()
+                    .map(value::text)
+                    .transpose()?
+                    .unwrap_or_default();
+                Err(Error::conflict(format!("job {id} already {state}")))
+            }
+            other => Err(unexpected(format!("cancel status {other:?}"))),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let reply = self
+            .job_script(&self.inner.scripts.get, &[id.get().to_string()])
+            .await?;
+        value::job(reply)
+    }
+
+    async fn last(&self, queue: &QueueName) -> Result<Option<Job>> {
+        let reply = self
+            .job_script(&self.inner.scripts.last, &[queue.as_str().to_owned()])
+            .await?;
+        value::job(reply)
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
+        let stored: Vec<(String, i64)> = self
+            .connection()
+            .hgetall(self.inner.keys.queue_counts(queue))
+            .await
+            .map_err(from_redis)?;
+        let mut counts = QueueCounts::default();
+        for (state, count) in stored {
+            if let Ok(state) = state.parse::<JobState>() {
+                *counts.get_mut(state) = u64::try_from(count).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn requeue_expired(&self) -> Result<Vec<JobId>> {
+        let mut touched = Vec::new();
+        loop {
+            let args = [REQUEUE_CHUNK.to_string(), fastrand::f64().to_string()];
+            let reply = self.job_script(&self.inner.scripts.requeue, &args).await?;
+            let mut parts = value::array(reply)?.into_iter();
+            let (Some(looked), Some(entries)) = (parts.next(), parts.next()) else {
+                return Err(unexpected("requeue reply"));
+            };
+            for entry in value::array(entries)? {
+                let mut fields = value::array(entry)?.into_iter();
+                let mut next = || -> Result<String> {
+                    value::text(fields.next().ok_or_else(|| unexpected("requeue entry"))?)
+                };
+                let (id, queue, state, attempts) = (next()?, next()?, next()?, next()?);
+                let event = JobEvent {
+                    job: JobId::new(
+                        id.parse()
+                            .map_err(|_| unexpected(format!("job id {id:?}")))?,
+                    ),
+                    queue: QueueName::new(queue)?,
+                    state: state.parse()?,
+                    attempts: attempts.parse().unwrap_or(0),
+                };
+                self.inner.hub.publish(&event);
+                if event.state == JobState::Pending {
+                    self.inner.hub.wake(&event.queue);
+                }
+                touched.push(event.job);
+            }
+            if usize::try_from(value::int(looked)?).unwrap_or(0) < REQUEUE_CHUNK {
+                return Ok(touched);
+            }
+        }
+    }
+
+    async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
+        let mut purged = 0;
+        loop {
+            let args = [millis(older_than).to_string(), PURGE_CHUNK.to_string()];
+            let reply = self.job_script(&self.inner.scripts.purge, &args).await?;
+            let mut parts = value::array(reply)?.into_iter();
+            let (Some(looked), Some(deleted)) = (parts.next(), parts.next()) else {
+                return Err(unexpected("purge reply"));
+            };
+            purged += u64::try_from(value::int(deleted)?).unwrap_or(0);
+            if usize::try_from(value::int(looked)?).unwrap_or(0) < PURGE_CHUNK {
+                return Ok(purged);
+            }
+        }
+    }
+}
