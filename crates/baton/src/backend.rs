@@ -9,6 +9,7 @@ use baton_core::Backend;
 use baton_memory::MemoryBackend;
 use baton_mysql::{MysqlBackend, MysqlConfig};
 use baton_postgres::{PostgresBackend, PostgresConfig};
+use baton_redis::{KeyPrefix, RedisBackend, RedisConfig};
 use baton_sql::TablePrefix;
 use baton_sqlite::{SqliteBackend, SqliteConfig};
 
@@ -123,10 +124,23 @@ pub async fn connect(url: &str, table_prefix: &str) -> anyhow::Result<Arc<dyn Ba
                 .with_context(|| format!("cannot open the mysql backend {:?}", redact(url)))?;
             Ok(Arc::new(backend))
         }
-        kind => bail!(
-            "backend {kind} is not built into this binary yet (backend url {:?})",
-            redact(url)
-        ),
+        BackendKind::Redis => {
+            if url.to_ascii_lowercase().starts_with("rediss:") {
+                bail!(
+                    "backend url {:?}: TLS (rediss://) is not supported by this build; use \
+                     redis:// through a TLS tunnel",
+                    redact(url)
+                );
+            }
+            let config = RedisConfig {
+                prefix: KeyPrefix::new(table_prefix)?,
+                ..RedisConfig::new(url)
+            };
+            let backend = RedisBackend::connect(config)
+                .await
+                .with_context(|| format!("cannot open the redis backend {:?}", redact(url)))?;
+            Ok(Arc::new(backend))
+        }
     }
 }
 

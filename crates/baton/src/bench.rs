@@ -7,6 +7,7 @@
 
 mod lock;
 mod queue;
+mod sync;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -62,7 +63,10 @@ impl BenchSettings {
             prefetch: usize::try_from(args.prefetch).unwrap_or(1),
             scenarios: Scenario::ALL
                 .into_iter()
-                .filter(|scenario| args.only.is_empty() || args.only.contains(scenario))
+                .filter(|scenario| {
+                    (args.only.is_empty() && scenario.runs_by_default())
+                        || args.only.contains(scenario)
+                })
                 .collect(),
             queue: args.queue.clone(),
             backlog_pending: args.backlog_pending,
@@ -135,16 +139,35 @@ pub enum Scenario {
     EndToEnd,
     /// Acquire and release locks, each of `lock_tasks` tasks on its own name.
     Lock,
+    /// Time for a sync pool of 1,000 accounts to rebalance when a fourth manager joins three.
+    RebalanceJoin,
+    /// Time for a sync pool of 1,000 accounts to be whole again when one of four managers
+    /// crashes.
+    RebalanceCrash,
+    /// Run `jobs` empty jobs through a work pool with a cluster-wide limit of 32.
+    Workpool,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::EnqueueSingle,
         Self::EnqueueBatch,
         Self::EndToEnd,
         Self::Lock,
+        Self::RebalanceJoin,
+        Self::RebalanceCrash,
+        Self::Workpool,
     ];
+
+    /// Whether the scenario runs when no `--only` is given: the rebalance figures, which take
+    /// seconds of heartbeat expiry and settling, run only when asked for.
+    pub fn runs_by_default(self) -> bool {
+        !matches!(
+            self,
+            Self::RebalanceJoin | Self::RebalanceCrash | Self::Workpool
+        )
+    }
 
     /// The scenario's name, for messages.
     pub fn name(self) -> &'static str {
@@ -153,6 +176,9 @@ impl Scenario {
             Self::EnqueueBatch => "enqueue batch",
             Self::EndToEnd => "end to end",
             Self::Lock => "lock",
+            Self::RebalanceJoin => "rebalance join",
+            Self::RebalanceCrash => "rebalance crash",
+            Self::Workpool => "workpool",
         }
     }
 
@@ -167,6 +193,18 @@ impl Scenario {
             Self::EnqueueBatch => queue::enqueue_batch(bench).await,
             Self::EndToEnd => queue::end_to_end(bench).await,
             Self::Lock => lock::acquire_release(bench).await,
+            Self::RebalanceJoin => sync::join(bench).await,
+            Self::RebalanceCrash => sync::crash(bench).await,
+            Self::Workpool => {
+                let jobs = bench.settings.jobs;
+                let run =
+                    crate::bench_pool::run(bench.backend.clone(), &bench.run_id, jobs).await?;
+                let mut figure = bench.figure("workpool", run.elapsed);
+                figure.jobs = Some(run.jobs);
+                figure.workers = Some(crate::bench_pool::MAX_PARALLELISM as u32);
+                figure.jobs_per_second = Some(rate(run.jobs, run.elapsed));
+                Ok(figure)
+            }
         }
     }
 }

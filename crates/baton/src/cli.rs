@@ -66,12 +66,18 @@ pub enum Command {
         backend directly, not through a server, and uses fresh queue and lock names each run."
     )]
     Bench(BenchArgs),
+    /// Run a command on exactly one instance of a cluster; disable, enable and list masters
+    Master(crate::master::MasterArgs),
+    /// Run a command while holding named locks (a distributed flock), and list held locks
+    Lock(crate::tasks::LockArgs),
+    /// Run tasks as processes under their locks; list, show, follow and kill them
+    Task(crate::tasks::TaskArgs),
 }
 
 /// Flags of `baton serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Backend URL: sqlite://PATH, postgres://…, mysql://… or memory:// (redis:// to come)
+    /// Backend URL: sqlite://PATH, postgres://…, mysql://…, redis://… or memory://
     /// [config: backend, default: sqlite://baton.db]
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
@@ -196,6 +202,19 @@ pub struct BenchArgs {
     /// Before the end-to-end figure, top its queue up to this many finished jobs
     #[arg(long, value_name = "JOBS", default_value_t = 0)]
     pub backlog_finished: u64,
+
+    /// Measure master failover instead (repeat for both): SIGKILL the master's process and time
+    /// until the next instance starts, with the default or a tight (2 s lease) timing
+    #[arg(long, value_name = "MODE")]
+    pub master_failover: Vec<crate::bench_master::FailoverMode>,
+
+    /// Kills per master-failover mode
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub master_rounds: u32,
+
+    /// Instances competing in the master-failover figure
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=32))]
+    pub master_instances: u32,
 }
 
 impl ServeArgs {

@@ -37,9 +37,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Counts(args) => counts(file, &args).await,
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;
+            if !args.master_failover.is_empty() {
+                let settings = crate::bench_master::FailoverSettings {
+                    backend: config.backend,
+                    table_prefix: config.table_prefix,
+                    modes: args.master_failover,
+                    rounds: args.master_rounds,
+                    instances: args.master_instances,
+                };
+                return crate::bench_master::run(&settings, &mut std::io::stdout()).await;
+            }
             let settings = BenchSettings::from_args(&config.backend, &config.table_prefix, &args);
             bench::run(&settings, &mut std::io::stdout()).await
         }
+        Command::Master(args) => crate::master::run(file, args).await,
+        Command::Lock(args) => crate::tasks::run_lock(file, args).await,
+        Command::Task(args) => crate::tasks::run_task(file, args).await,
     }
 }
 

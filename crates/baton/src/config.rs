@@ -22,8 +22,16 @@ pub const DEFAULT_CONFIG_FILE: &str = "baton.toml";
 /// The prefix of the environment variables read as settings: `BATON_LISTEN` sets `listen`.
 pub const ENV_PREFIX: &str = "BATON_";
 
-/// `BATON_*` variables that are not settings: `BATON_CONFIG` names the file itself.
-const ENV_NOT_SETTINGS: &[&str] = &["config"];
+/// `BATON_*` variables that are not settings: `BATON_CONFIG` names the file itself; the others
+/// are what `baton lock run`, `baton task run` and `baton master run` hand the commands they
+/// run, which may call `baton` in turn.
+const ENV_NOT_SETTINGS: &[&str] = &[
+    "config",
+    "fencing_token",
+    "task_id",
+    "task_log",
+    "task_locks",
+];
 
 /// Families of `BATON_*` variables that belong to the test tooling, not to the binary:
 /// `BATON_TEST_*_URL` (servers for backend tests), `BATON_SERVICES_*` (`scripts/services`),
@@ -36,7 +44,7 @@ const ENV_TOOLING_PREFIXES: &[&str] = &["test_", "services_", "conformance_"];
 #[serde(deny_unknown_fields)]
 pub struct BatonConfig {
     /// Backend URL: `sqlite://baton.db` (the embedded default), `postgres://…`, `mysql://…`,
-    /// `memory://`; `redis://…` to come.
+    /// `redis://…`, `memory://`.
     pub backend: String,
     /// Prefix of every table (or key) the backend creates, so Baton can share a database.
     pub table_prefix: String,
@@ -47,6 +55,24 @@ pub struct BatonConfig {
     /// How long finished jobs are kept before `baton serve` deletes them, such as `7d`.
     #[serde(with = "human_duration")]
     pub retention: Duration,
+    /// The bearer token that HTTP calls which change state (such as disabling a master) must
+    /// present; without one configured, those calls are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<ApiToken>,
+    /// The master executor's timings (`[master]`), for `baton master run`.
+    #[serde(default)]
+    pub master: baton_master::MasterSettings,
+}
+
+/// A secret bearer token; its `Debug` output hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiToken(pub String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
 }
 
 impl Default for BatonConfig {
@@ -57,6 +83,8 @@ impl Default for BatonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7600)),
             server: "http://127.0.0.1:7600".to_owned(),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+            api_token: None,
+            master: baton_master::MasterSettings::default(),
         }
     }
 }
@@ -96,7 +124,10 @@ pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<
     let file = config_file(file)?;
     let mut figment = Figment::from(Serialized::defaults(BatonConfig::default()));
     if let Some(path) = &file {
-        figment = figment.merge(Toml::file_exact(path));
+        figment = figment.merge(baton_master::settings::SeedKeys::new(
+            Toml::file_exact(path),
+            baton_master::settings::TABLE,
+        ));
     }
     let config: BatonConfig = figment
         .merge(
@@ -107,9 +138,12 @@ pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<
                     !ENV_TOOLING_PREFIXES
                         .iter()
                         .any(|prefix| key.starts_with(prefix))
+                        // BATON_MASTER_* are read below, into the [master] table.
+                        && !key.starts_with("master_")
                 })
                 .split("__"),
         )
+        .merge(baton_master::settings::env(baton_master::settings::TABLE))
         .merge(Serialized::defaults(overrides))
         .extract()
         .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", describe(errors)))?;
@@ -124,6 +158,18 @@ impl BatonConfig {
     ///
     /// An error naming the key and what is wrong with its value.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.master
+            .validate()
+            .context("invalid configuration: invalid value in [master]")?;
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|token| token.0.trim().len() < 16)
+        {
+            bail!(
+                "invalid configuration: invalid value for key \"api_token\": use at least 16 characters"
+            );
+        }
         BackendKind::from_url(&self.backend)
             .context("invalid configuration: invalid value for key \"backend\"")?;
         baton_sql::TablePrefix::new(&self.table_prefix)

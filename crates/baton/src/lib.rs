@@ -7,10 +7,15 @@
 pub mod api;
 pub mod backend;
 pub mod bench;
+pub mod bench_master;
+pub mod bench_pool;
 pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod master;
+pub mod monitoring;
 pub mod serve;
+pub mod tasks;
 pub mod telemetry;
 pub mod wire;

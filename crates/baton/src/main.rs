@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     match baton::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(exit) = err.downcast_ref::<baton::tasks::ExitWith>() {
+                return ExitCode::from(exit.0);
+            }
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

@@ -36,7 +36,14 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         "baton serving on http://{local} with backend {}",
         redact(&config.backend)
     );
-    serve(listener, backend, config.retention, shutdown_signal()).await
+    serve_with_token(
+        listener,
+        backend,
+        config.retention,
+        config.api_token.clone(),
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Serves the API on `listener` over `backend`, with maintenance, until `shutdown` completes;
@@ -51,6 +58,22 @@ pub async fn serve(
     retention: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_token(listener, backend, retention, None, shutdown).await
+}
+
+/// [`serve`], with `api_token` guarding the calls that change state (such as
+/// `POST /api/mastercontrols/disable`); without one, those calls are refused.
+///
+/// # Errors
+///
+/// Serving fails.
+pub async fn serve_with_token(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    retention: Duration,
+    api_token: Option<crate::config::ApiToken>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = spawn_maintenance(backend.clone(), retention, stop_rx.clone());
     tokio::spawn(async move {
@@ -58,8 +81,10 @@ pub async fn serve(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let server = axum::serve(listener, crate::api::router(backend))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let router = crate::api::router(backend.clone())
+        .merge(crate::monitoring::routes(backend.clone()))
+        .merge(crate::master::routes(backend, api_token));
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),
         () = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

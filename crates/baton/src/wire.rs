@@ -88,6 +88,8 @@ pub enum ErrorKind {
     LeaseLost,
     /// The backend failed; the request may or may not have taken effect (503, 500).
     Backend,
+    /// The request lacks the API token (401) or presents a wrong one (403).
+    Unauthorized,
     /// A kind this client does not know, sent by a newer server.
     #[serde(other)]
     Unknown,
@@ -102,6 +104,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::LeaseLost => "lease_lost",
             Self::Backend => "backend",
+            Self::Unauthorized => "unauthorized",
             Self::Unknown => "unknown",
         }
     }

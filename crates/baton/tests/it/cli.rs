@@ -207,12 +207,12 @@ async fn bad_input_on_the_command_line_fails_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn backends_not_built_in_are_refused_by_name() {
+async fn unsupported_backends_are_refused_by_name() {
     let dir = Scratch(temp_dir("cli-backend"));
-    let output = run(&dir.0, &["serve", "--backend", "redis://localhost:6379"]).await;
+    let output = run(&dir.0, &["serve", "--backend", "rediss://localhost:6379"]).await;
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("backend redis is not built into this binary yet"),
+        stderr(&output).contains("TLS (rediss://) is not supported by this build"),
         "{}",
         stderr(&output)
     );

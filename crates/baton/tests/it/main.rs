@@ -5,6 +5,11 @@
 
 mod api;
 mod bench;
+mod bench_pool;
+mod bench_sync;
 mod cli;
 mod config;
+mod master;
+mod monitoring;
 mod support;
+mod tasks;
