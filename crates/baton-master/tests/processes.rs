@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use baton_core::{Backend, FencingToken, Owner};
@@ -22,7 +21,7 @@ use baton_master::{
     Leadership, MasterControl, MasterEvent, MasterExecutor, MasterName, MasterOptions,
     MasterSettings, StopCause, job_fn,
 };
-use baton_sql::TablePrefix;
+use baton_testservers::{Durable, durable_backends, fresh_prefix, process_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -55,7 +54,8 @@ fn main() -> ExitCode {
         .collect();
     let mut failed = Vec::new();
     let mut ran = 0;
-    for backend in durable_backends() {
+    let backends = durable_backends("master");
+    for backend in &backends {
         for (scenario, run) in SCENARIOS {
             let test = format!("{}::{scenario}", backend.kind);
             if !filter.is_empty() && !filter.iter().any(|f| test.contains(f.as_str())) {
@@ -76,8 +76,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let backends = durable_backends();
-    runtime.block_on(drop_test_tables(&backends));
+    runtime.block_on(baton_testservers::drop_all(&backends, &process_prefix(TAG)));
     println!(
         "\ntest result: {}. {} passed; {} failed",
         if failed.is_empty() { "ok" } else { "FAILED" },
@@ -111,159 +110,12 @@ const SCENARIOS: [(&str, Scenario); 3] = [
     ),
 ];
 
-/// A durable backend the scenarios run on, by URL.
-#[derive(Clone, Debug)]
-struct Durable {
-    kind: &'static str,
-    url: String,
-}
-
-fn durable_backends() -> Vec<Durable> {
-    let server = |variable: &str| {
-        std::env::var(variable).unwrap_or_else(|_| {
-            panic!(
-                "{variable} is not set: source .services/env (scripts/services up starts the \
-                 servers) before running these tests"
-            )
-        })
-    };
-    let file = std::env::temp_dir().join(format!("baton-master-{}.db", std::process::id()));
-    vec![
-        Durable {
-            kind: "sqlite",
-            url: format!("sqlite://{}", file.display()),
-        },
-        Durable {
-            kind: "postgres",
-            url: server("BATON_TEST_POSTGRES_URL"),
-        },
-        Durable {
-            kind: "mysql",
-            url: server("BATON_TEST_MYSQL_URL"),
-        },
-        Durable {
-            kind: "redis",
-            url: server("BATON_TEST_REDIS_URL"),
-        },
-    ]
-}
+/// The tag of this binary's table and key prefixes.
+const TAG: &str = "tm";
 
 /// Opens the backend at `url` on tables named with `prefix`.
 async fn connect(url: &str, prefix: &str) -> Arc<dyn Backend> {
-    let prefix = TablePrefix::new(prefix).unwrap();
-    if url.starts_with("sqlite:") {
-        let mut config = baton_sqlite::SqliteConfig::new(url);
-        config.prefix = prefix;
-        Arc::new(baton_sqlite::SqliteBackend::connect(config).await.unwrap())
-    } else if url.starts_with("postgres") {
-        let mut config = baton_postgres::PostgresConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 4;
-        Arc::new(
-            baton_postgres::PostgresBackend::connect(config)
-                .await
-                .unwrap(),
-        )
-    } else if url.starts_with("redis") {
-        let config = baton_redis::RedisConfig {
-            prefix: baton_redis::KeyPrefix::new(prefix.as_str()).unwrap(),
-            ..baton_redis::RedisConfig::new(url)
-        };
-        Arc::new(baton_redis::RedisBackend::connect(config).await.unwrap())
-    } else {
-        let mut config = baton_mysql::MysqlConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 4;
-        Arc::new(baton_mysql::MysqlBackend::connect(config).await.unwrap())
-    }
-}
-
-/// Removes what the scenarios left behind: the SQLite file, and the tables under this
-/// process's prefix on the servers.
-async fn drop_test_tables(backends: &[Durable]) {
-    let mine = format!("tm{}_", std::process::id());
-    for backend in backends {
-        if let Some(path) = backend.url.strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        } else if backend.kind == "postgres" {
-            let pool = sqlx::PgPool::connect(&backend.url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND starts_with(tablename, $1)",
-            )
-            .bind(&mine)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS \"{table}\" CASCADE"
-                )))
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-        } else if backend.kind == "redis" {
-            drop_redis_keys(&backend.url, &mine).await;
-        } else {
-            let pool = sqlx::MySqlPool::connect(&backend.url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(?)) = ?",
-            )
-            .bind(&mine)
-            .bind(&mine)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS `{table}`"
-                )))
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-        }
-    }
-}
-
-/// Deletes the keys whose prefix starts with `mine` (each key opens with a `{prefix…` hash tag).
-async fn drop_redis_keys(url: &str, mine: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{{{mine}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
-
-static SCENARIO_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Tables of their own for one scenario.
-fn fresh_prefix() -> String {
-    let n = SCENARIO_COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("tm{}_{n}_", std::process::id())
+    baton_testservers::connect_with(url, prefix, 4).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,7 +210,7 @@ impl Cluster {
         let (lines_tx, lines) = mpsc::unbounded_channel();
         Self {
             url: backend.url.clone(),
-            prefix: fresh_prefix(),
+            prefix: fresh_prefix(TAG),
             name: "JOB-SCHEDULER".to_owned(),
             children: HashMap::new(),
             next_id: 0,

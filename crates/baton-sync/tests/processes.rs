@@ -17,14 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use baton_core::{Backend, ItemId, Owner, PoolName};
-use baton_sql::TablePrefix;
 use baton_sync::{AccountSource, SourceError, SyncConfig, SyncManager, WorkerContext};
+use baton_testservers::{Durable, durable_backends, fresh_prefix, process_prefix};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -60,7 +59,8 @@ fn main() -> ExitCode {
         .collect();
     let mut failed = Vec::new();
     let mut ran = 0;
-    for backend in durable_backends() {
+    let backends = durable_backends("sync");
+    for backend in &backends {
         for (scenario, run) in SCENARIOS {
             let test = format!("{}::{scenario}", backend.kind);
             if !filter.is_empty() && !filter.iter().any(|f| test.contains(f.as_str())) {
@@ -81,10 +81,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let database = sqlite_file();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
-    }
+    runtime.block_on(baton_testservers::drop_all(&backends, &process_prefix(TAG)));
     println!(
         "\ntest result: {}. {} passed; {} failed",
         if failed.is_empty() { "ok" } else { "FAILED" },
@@ -118,84 +115,12 @@ const SCENARIOS: [(&str, Scenario); 3] = [
     ),
 ];
 
-/// A durable backend the scenarios run on, by URL.
-#[derive(Clone, Debug)]
-struct Durable {
-    kind: &'static str,
-    url: String,
-}
-
-fn durable_backends() -> Vec<Durable> {
-    let server = |variable: &str| {
-        std::env::var(variable).unwrap_or_else(|_| {
-            panic!(
-                "{variable} is not set: source .services/env (scripts/services up starts the \
-                 servers) before running these tests"
-            )
-        })
-    };
-    let file = sqlite_file();
-    vec![
-        Durable {
-            kind: "sqlite",
-            url: format!("sqlite://{}", file.display()),
-        },
-        Durable {
-            kind: "postgres",
-            url: server("BATON_TEST_POSTGRES_URL"),
-        },
-        Durable {
-            kind: "mysql",
-            url: server("BATON_TEST_MYSQL_URL"),
-        },
-        Durable {
-            kind: "redis",
-            url: server("BATON_TEST_REDIS_URL"),
-        },
-    ]
-}
-
-/// The SQLite database the scenarios share, removed at the end.
-fn sqlite_file() -> PathBuf {
-    std::env::temp_dir().join(format!("baton-sync-{}.db", std::process::id()))
-}
+/// The tag of this binary's table and key prefixes.
+const TAG: &str = "ts";
 
 /// Opens the backend at `url` on tables named with `prefix`.
 async fn connect(url: &str, prefix: &str) -> Arc<dyn Backend> {
-    let prefix = TablePrefix::new(prefix).unwrap();
-    if url.starts_with("sqlite:") {
-        let mut config = baton_sqlite::SqliteConfig::new(url);
-        config.prefix = prefix;
-        Arc::new(baton_sqlite::SqliteBackend::connect(config).await.unwrap())
-    } else if url.starts_with("postgres") {
-        let mut config = baton_postgres::PostgresConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 4;
-        Arc::new(
-            baton_postgres::PostgresBackend::connect(config)
-                .await
-                .unwrap(),
-        )
-    } else if url.starts_with("redis") {
-        let config = baton_redis::RedisConfig {
-            prefix: baton_redis::KeyPrefix::new(prefix.as_str()).unwrap(),
-            ..baton_redis::RedisConfig::new(url)
-        };
-        Arc::new(baton_redis::RedisBackend::connect(config).await.unwrap())
-    } else {
-        let mut config = baton_mysql::MysqlConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 4;
-        Arc::new(baton_mysql::MysqlBackend::connect(config).await.unwrap())
-    }
-}
-
-static SCENARIO_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Tables of their own for one scenario.
-fn fresh_prefix() -> String {
-    let n = SCENARIO_COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("ts{}_{n}_", std::process::id())
+    baton_testservers::connect_with(url, prefix, 4).await
 }
 
 fn pool() -> PoolName {
@@ -367,7 +292,7 @@ struct Probe {
 
 impl Stage {
     async fn new(backend: &Durable, accounts: &[ItemId]) -> Self {
-        let prefix = fresh_prefix();
+        let prefix = fresh_prefix(TAG);
         let dir = std::env::temp_dir().join(format!("baton-sync-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
         // Connecting first creates the tables before any probe does.

@@ -14,14 +14,13 @@ mod support;
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use baton_core::{Backend, Owner};
-use baton_sql::TablePrefix;
 use baton_tasklocks::{
     Acquired, FairLocks, LockSettings, TaskRunner, TaskSpec, TaskState, Wait, app,
 };
+use baton_testservers::{Durable, connect, durable_backends, fresh_prefix, process_prefix};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use support::*;
@@ -74,10 +73,10 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    let backends = durable_backends();
+    let backends = durable_backends("tasklocks");
     let mut failed = Vec::new();
     let mut ran = 0;
-    for (kind, url) in &backends {
+    for Durable { kind, url } in &backends {
         let property = "no_two_conflicting_tasks_ever_run_at_once";
         let test = format!("{kind}::{property}");
         if filter.is_empty() || filter.iter().any(|f| test.contains(f.as_str())) {
@@ -91,7 +90,7 @@ fn main() -> ExitCode {
             let outcome =
                 proptest::test_runner::TestRunner::new(config).run(&random_task_set(), |tasks| {
                     runtime.block_on(async {
-                        let backend = connect(url, &fresh_prefix()).await;
+                        let backend = connect(url, &fresh_prefix(TAG)).await;
                         conflicting_tasks_never_overlap(backend, tasks).await;
                     });
                     Ok(())
@@ -111,7 +110,7 @@ fn main() -> ExitCode {
                 name,
                 Box::new(move || {
                     let url = url.clone();
-                    Box::pin(async move { scenario(connect(&url, &fresh_prefix()).await).await })
+                    Box::pin(async move { scenario(connect(&url, &fresh_prefix(TAG)).await).await })
                 }),
             ));
         }
@@ -137,7 +136,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    runtime.block_on(drop_test_tables(&backends));
+    runtime.block_on(baton_testservers::drop_all(&backends, &process_prefix(TAG)));
     println!(
         "\ntest result: {}. {} passed; {} failed",
         if failed.is_empty() { "ok" } else { "FAILED" },
@@ -154,144 +153,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn durable_backends() -> Vec<(&'static str, String)> {
-    let server = |variable: &str| {
-        std::env::var(variable).unwrap_or_else(|_| {
-            panic!(
-                "{variable} is not set: source .services/env (scripts/services up starts the \
-                 servers) before running these tests"
-            )
-        })
-    };
-    let file = std::env::temp_dir().join(format!("baton-tasklocks-{}.db", std::process::id()));
-    vec![
-        ("sqlite", format!("sqlite://{}", file.display())),
-        ("postgres", server("BATON_TEST_POSTGRES_URL")),
-        ("mysql", server("BATON_TEST_MYSQL_URL")),
-        ("redis", server("BATON_TEST_REDIS_URL")),
-    ]
-}
-
-async fn connect(url: &str, prefix: &str) -> Arc<dyn Backend> {
-    let prefix = TablePrefix::new(prefix).unwrap();
-    if url.starts_with("sqlite:") {
-        let mut config = baton_sqlite::SqliteConfig::new(url);
-        config.prefix = prefix;
-        Arc::new(baton_sqlite::SqliteBackend::connect(config).await.unwrap())
-    } else if url.starts_with("postgres") {
-        let mut config = baton_postgres::PostgresConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 8;
-        Arc::new(
-            baton_postgres::PostgresBackend::connect(config)
-                .await
-                .unwrap(),
-        )
-    } else if url.starts_with("redis") {
-        let config = baton_redis::RedisConfig {
-            prefix: baton_redis::KeyPrefix::new(prefix.as_str()).unwrap(),
-            ..baton_redis::RedisConfig::new(url)
-        };
-        Arc::new(baton_redis::RedisBackend::connect(config).await.unwrap())
-    } else {
-        let mut config = baton_mysql::MysqlConfig::new(url);
-        config.prefix = prefix;
-        config.max_connections = 8;
-        Arc::new(baton_mysql::MysqlBackend::connect(config).await.unwrap())
-    }
-}
-
-/// Deletes the keys whose prefix starts with `mine` (each key opens with a `{prefix…` hash tag).
-async fn drop_redis_keys(url: &str, mine: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{{{mine}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
-
-static SCENARIO_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn mine() -> String {
-    format!("tl{}_", std::process::id())
-}
-
-/// Tables of their own for one scenario.
-fn fresh_prefix() -> String {
-    let n = SCENARIO_COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("{}{n}_", mine())
-}
-
-/// Removes what the scenarios left behind: the SQLite file, and the tables under this
-/// process's prefix on the servers.
-async fn drop_test_tables(backends: &[(&str, String)]) {
-    let mine = mine();
-    for (kind, url) in backends {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        } else if *kind == "postgres" {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND starts_with(tablename, $1)",
-            )
-            .bind(&mine)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS \"{table}\" CASCADE"
-                )))
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-        } else if *kind == "redis" {
-            drop_redis_keys(url, &mine).await;
-        } else {
-            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(?)) = ?",
-            )
-            .bind(&mine)
-            .bind(&mine)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS `{table}`"
-                )))
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-        }
-    }
-}
+/// The tag of this binary's table and key prefixes.
+const TAG: &str = "tl";
 
 // ---------------------------------------------------------------------------------------------
 // The probe: a runner in a process of its own.
@@ -323,7 +186,7 @@ async fn probe(url: String) {
 /// before, and with a greater fencing token.
 async fn sigkilled_runner_has_its_locks_taken_over(url: String) {
     let dir = Scratch::new("probe");
-    let prefix = fresh_prefix();
+    let prefix = fresh_prefix(TAG);
     let backend = connect(&url, &prefix).await;
     let mut probe = tokio::process::Command::new(std::env::current_exe().unwrap())
         .env(PROBE_URL, &url)

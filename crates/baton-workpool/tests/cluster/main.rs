@@ -157,16 +157,10 @@ fn member_process() {
         .with_writer(std::io::stderr)
         .init();
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let kind = match var("WORKPOOL_KIND").as_str() {
-        "sqlite" => Kind::Sqlite,
-        "postgres" => Kind::Postgres,
-        "mysql" => Kind::Mysql,
-        "redis" => Kind::Redis,
-        other => panic!("no member processes on {other}"),
-    };
+    let url = var("WORKPOOL_URL");
     let location = Location {
-        kind,
-        url: var("WORKPOOL_URL"),
+        kind: Kind::of_url(&url),
+        url,
         prefix: var("WORKPOOL_PREFIX"),
     };
     let log = file_log(&var("WORKPOOL_LOG"));
@@ -296,7 +290,6 @@ impl Members {
             Members::Processes(children, path) => {
                 let child = Command::new(std::env::current_exe().unwrap())
                     .env("WORKPOOL_MEMBER", "1")
-                    .env("WORKPOOL_KIND", location.kind.name())
                     .env("WORKPOOL_URL", &location.url)
                     .env("WORKPOOL_PREFIX", &location.prefix)
                     .env("WORKPOOL_LOG", &*path)
