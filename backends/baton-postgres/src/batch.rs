@@ -159,13 +159,12 @@ async fn reserve_group(shared: &Shared, group: Vec<ReserveRequest>) {
     }
     let queues = &group[0].queues;
     let query = if let [queue] = queues.as_slice() {
-        sqlx::query(shared.sql.reserve_one_queue.clone()).bind(queue.as_str())
+        sqlx::query(shared.sql.reserve(false, owners.len())).bind(queue.as_str())
     } else {
         let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
-        sqlx::query(shared.sql.reserve_many_queues.clone()).bind(names)
+        sqlx::query(shared.sql.reserve(true, owners.len())).bind(names)
     };
     let rows = query
-        .bind(i64::try_from(owners.len()).unwrap_or(i64::MAX))
         .bind(&owners)
         .bind(&ttls)
         .bind(shared.origin)

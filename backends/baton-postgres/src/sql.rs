@@ -37,7 +37,13 @@ const FINISH: &str = "(history - (-1)) || jsonb_build_array((history -> -1) \
      || jsonb_build_object('finished_at', {now}) || $OUTCOME::jsonb)";
 
 /// Reserve for several callers at once: pick due jobs in order under `SKIP LOCKED`, number
-/// them, and give job `rn` to the caller of slot `rn` (owner `$3[rn]`, TTL `$4[rn]`).
+/// them, and give job `rn` to the caller of slot `rn` (owner `$2[rn]`, TTL `$3[rn]`).
+///
+/// The number of jobs is written into the statement (`{limit}`, see
+/// [`Statements::reserve`]), not bound: with `LIMIT $n`, PostgreSQL's generic plan assumes a
+/// tenth of the queue's pending jobs, so on a deep queue it keeps planning every execution
+/// afresh (a tenth of the server's time with 1,000,000 pending jobs), and the generic plan
+/// itself joins the update by a hash over the whole table.
 ///
 /// The queue is matched under the "C" collation (the same equality), which only the partial
 /// index `jobs_pending_walk` serves (`migrations/0002_reserve_walk_index.sql`): matched plainly,
@@ -61,14 +67,14 @@ const RESERVE: &str = "WITH picked AS (
         SELECT id FROM {prefix}jobs
         WHERE {queue_match} AND state = 'pending' AND run_at <= {now}
         ORDER BY priority DESC, run_at, id
-        LIMIT $2 FOR UPDATE SKIP LOCKED
+        LIMIT {limit} FOR UPDATE SKIP LOCKED
     ) p
 ), upd AS (
     UPDATE {prefix}jobs j SET state = 'running', attempts = j.attempts + 1,
-        lease_owner = ($3::text[])[picked.rn], lease_token = j.lease_token + 1,
-        lease_expires_at = {now} + ($4::bigint[])[picked.rn],
+        lease_owner = ($2::text[])[picked.rn], lease_token = j.lease_token + 1,
+        lease_expires_at = {now} + ($3::bigint[])[picked.rn],
         history = j.history || jsonb_build_array(jsonb_build_object('number', j.attempts + 1,
-            'owner', ($3::text[])[picked.rn], 'started_at', {now}, 'finished_at', NULL))
+            'owner', ($2::text[])[picked.rn], 'started_at', {now}, 'finished_at', NULL))
     FROM picked WHERE j.id = picked.id
     RETURNING j.*, picked.rn
 ), {events}
@@ -78,8 +84,10 @@ SELECT {cols}, rn, (SELECT count(*) FROM notified) AS notified FROM upd";
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) enqueue: SqlStr,
-    pub(crate) reserve_one_queue: SqlStr,
-    pub(crate) reserve_many_queues: SqlStr,
+    /// [`RESERVE`] for one queue, `{limit}` still to fill in: see [`Statements::reserve`].
+    reserve_one_queue: String,
+    /// [`RESERVE`] for several queues, `{limit}` still to fill in.
+    reserve_many_queues: String,
     pub(crate) touch: SqlStr,
     pub(crate) complete: SqlStr,
     pub(crate) select_current: SqlStr,
@@ -116,8 +124,21 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
+    /// The reservation of `limit` jobs from one queue (`many_queues` false, `$1` a queue name)
+    /// or several (`$1` an array of names); `$2` the owners and `$3` the TTLs in milliseconds
+    /// per slot, `$4` this process's origin. Each limit is its own prepared statement, so that
+    /// PostgreSQL plans it once, knowing how many rows it takes.
+    pub(crate) fn reserve(&self, many_queues: bool, limit: usize) -> SqlStr {
+        let template = if many_queues {
+            &self.reserve_many_queues
+        } else {
+            &self.reserve_one_queue
+        };
+        AssertSqlSafe(template.replace("{limit}", &limit.to_string())).into_sql_str()
+    }
+
     pub(crate) fn new(prefix: &TablePrefix) -> Self {
-        let with = |text: &str, params: &[(&str, &str)]| -> SqlStr {
+        let template = |text: &str, params: &[(&str, &str)]| -> String {
             let mut text = text
                 .replace("{cols}", COLS)
                 .replace("{events}", EVENTS)
@@ -128,7 +149,10 @@ impl Statements {
             for (placeholder, param) in params {
                 text = text.replace(placeholder, param);
             }
-            AssertSqlSafe(prefix.apply(&text)).into_sql_str()
+            prefix.apply(&text)
+        };
+        let with = |text: &str, params: &[(&str, &str)]| -> SqlStr {
+            AssertSqlSafe(template(text, params)).into_sql_str()
         };
         let sql = |text: &str| with(text, &[]);
         Self {
@@ -145,8 +169,8 @@ impl Statements {
             )
             SELECT id, (SELECT count(*) FROM notified) + (SELECT count(*) FROM woke) AS notified
             FROM ins", &[("{changed}", "ins"), ("$ORIGIN", "$6")]),
-            reserve_one_queue: with(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "upd"), ("$ORIGIN", "$5")]),
-            reserve_many_queues: with(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "upd"), ("$ORIGIN", "$5")]),
+            reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "upd"), ("$ORIGIN", "$4")]),
+            reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "upd"), ("$ORIGIN", "$4")]),
             touch: sql("UPDATE {prefix}jobs SET lease_expires_at = {now} + $4
                 WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_token = $3
                     AND lease_expires_at > {now}
@@ -289,6 +313,23 @@ impl Statements {
                 WHERE owner = $1 AND expires_at > {now}) AS alive"),
             dead_owners: sql("SELECT owner FROM {prefix}heartbeats WHERE expires_at <= {now}"),
             forget: sql("DELETE FROM {prefix}heartbeats WHERE owner = $1"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_writes_its_limit_into_the_statement_and_binds_four_parameters() {
+        let sql = Statements::new(&TablePrefix::new("t_").unwrap());
+        for many_queues in [false, true] {
+            let text = sql.reserve(many_queues, 7);
+            let text = text.as_str();
+            assert!(text.contains("LIMIT 7 FOR UPDATE SKIP LOCKED"), "{text}");
+            assert!(!text.contains("{limit}"), "{text}");
+            assert!(text.contains("$4") && !text.contains("$5"), "{text}");
         }
     }
 }
