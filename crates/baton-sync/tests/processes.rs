@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use baton_core::{Backend, ItemId, Owner, PoolName};
 use baton_sync::{AccountSource, SourceError, SyncConfig, SyncManager, WorkerContext};
-use baton_testservers::{Durable, durable_backends, fresh_prefix, process_prefix};
+use baton_testservers::{Durable, Runner, durable_backends, fresh_prefix, process_prefix};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -53,49 +53,18 @@ fn main() -> ExitCode {
     if let Ok(url) = std::env::var(PROBE_URL) {
         return runtime.block_on(probe(url));
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    let mut ran = 0;
+    let mut runner = Runner::from_args();
     let backends = durable_backends("sync");
     for backend in &backends {
         for (scenario, run) in SCENARIOS {
-            let test = format!("{}::{scenario}", backend.kind);
-            if !filter.is_empty() && !filter.iter().any(|f| test.contains(f.as_str())) {
-                continue;
-            }
-            ran += 1;
-            println!("test {test} ...");
             let backend = backend.clone();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runner.run(&format!("{}::{scenario}", backend.kind), || {
                 runtime.block_on(run(backend));
-            }));
-            match outcome {
-                Ok(()) => println!("test {test} ... ok"),
-                Err(_) => {
-                    println!("test {test} ... FAILED");
-                    failed.push(test);
-                }
-            }
+            });
         }
     }
     runtime.block_on(baton_testservers::drop_all(&backends, &process_prefix(TAG)));
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for test in failed {
-            println!("    {test}");
-        }
-        ExitCode::FAILURE
-    }
+    runner.finish()
 }
 
 type Scenario = fn(Durable) -> std::pin::Pin<Box<dyn Future<Output = ()>>>;

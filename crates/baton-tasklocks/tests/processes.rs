@@ -20,7 +20,7 @@ use baton_core::{Backend, Owner};
 use baton_tasklocks::{
     Acquired, FairLocks, LockSettings, TaskRunner, TaskSpec, TaskState, Wait, app,
 };
-use baton_testservers::{Durable, connect, durable_backends, fresh_prefix, process_prefix};
+use baton_testservers::{Durable, Runner, connect, durable_backends, fresh_prefix, process_prefix};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use support::*;
@@ -32,9 +32,6 @@ const PROBE_PREFIX: &str = "BATON_TASKLOCKS_PROBE_PREFIX";
 const PROBE_DIR: &str = "BATON_TASKLOCKS_PROBE_DIR";
 /// The lock TTL of the probe runner.
 const PROBE_TTL: Duration = Duration::from_secs(3);
-
-type BoxedRun = std::pin::Pin<Box<dyn Future<Output = ()>>>;
-type RunFactory = Box<dyn Fn() -> BoxedRun>;
 
 type Scenario = fn(Arc<dyn Backend>) -> std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
@@ -69,88 +66,46 @@ fn main() -> ExitCode {
         runtime.block_on(probe(url));
         return ExitCode::SUCCESS;
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
+    let mut runner = Runner::from_args();
     let backends = durable_backends("tasklocks");
-    let mut failed = Vec::new();
-    let mut ran = 0;
     for Durable { kind, url } in &backends {
-        let property = "no_two_conflicting_tasks_ever_run_at_once";
-        let test = format!("{kind}::{property}");
-        if filter.is_empty() || filter.iter().any(|f| test.contains(f.as_str())) {
-            ran += 1;
-            println!("test {test} ...");
-            let config = proptest::test_runner::Config {
-                cases: 4,
-                failure_persistence: None,
-                ..proptest::test_runner::Config::default()
-            };
-            let outcome =
-                proptest::test_runner::TestRunner::new(config).run(&random_task_set(), |tasks| {
-                    runtime.block_on(async {
-                        let backend = connect(url, &fresh_prefix(TAG)).await;
-                        conflicting_tasks_never_overlap(backend, tasks).await;
-                    });
-                    Ok(())
-                });
-            if let Err(error) = outcome {
-                println!("{error}");
-                println!("test {test} ... FAILED");
-                failed.push(test);
-            } else {
-                println!("test {test} ... ok");
-            }
-        }
-        let mut all: Vec<(&str, RunFactory)> = Vec::new();
+        runner.run(
+            &format!("{kind}::no_two_conflicting_tasks_ever_run_at_once"),
+            || {
+                let config = proptest::test_runner::Config {
+                    cases: 4,
+                    failure_persistence: None,
+                    ..proptest::test_runner::Config::default()
+                };
+                let outcome = proptest::test_runner::TestRunner::new(config).run(
+                    &random_task_set(),
+                    |tasks| {
+                        runtime.block_on(async {
+                            let backend = connect(url, &fresh_prefix(TAG)).await;
+                            conflicting_tasks_never_overlap(backend, tasks).await;
+                        });
+                        Ok(())
+                    },
+                );
+                if let Err(error) = outcome {
+                    panic!("{error}");
+                }
+            },
+        );
         for (name, scenario) in SCENARIOS {
-            let url = url.clone();
-            all.push((
-                name,
-                Box::new(move || {
-                    let url = url.clone();
-                    Box::pin(async move { scenario(connect(&url, &fresh_prefix(TAG)).await).await })
-                }),
-            ));
+            runner.run(&format!("{kind}::{name}"), || {
+                runtime.block_on(async {
+                    scenario(connect(url, &fresh_prefix(TAG)).await).await;
+                });
+            });
         }
-        let url = url.clone();
-        all.push((
-            "a_sigkilled_runner_has_its_locks_taken_over_after_their_ttl",
-            Box::new(move || Box::pin(sigkilled_runner_has_its_locks_taken_over(url.clone()))),
-        ));
-        for (name, run) in all {
-            let test = format!("{kind}::{name}");
-            if !filter.is_empty() && !filter.iter().any(|f| test.contains(f.as_str())) {
-                continue;
-            }
-            ran += 1;
-            println!("test {test} ...");
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run())));
-            if outcome.is_ok() {
-                println!("test {test} ... ok");
-            } else {
-                println!("test {test} ... FAILED");
-                failed.push(test);
-            }
-        }
+        runner.run(
+            &format!("{kind}::a_sigkilled_runner_has_its_locks_taken_over_after_their_ttl"),
+            || runtime.block_on(sigkilled_runner_has_its_locks_taken_over(url.clone())),
+        );
     }
     runtime.block_on(baton_testservers::drop_all(&backends, &process_prefix(TAG)));
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for test in failed {
-            println!("    {test}");
-        }
-        ExitCode::FAILURE
-    }
+    runner.finish()
 }
 
 /// The tag of this binary's table and key prefixes.

@@ -6,6 +6,10 @@
 //! `BATON_TEST_REDIS_URL`. A missing variable panics: a test that needs a server fails, it
 //! never skips.
 
+mod runner;
+
+pub use runner::Runner;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
