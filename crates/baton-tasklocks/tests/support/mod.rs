@@ -285,7 +285,14 @@ pub async fn sigkilled_task_frees_its_locks_at_once_and_waiters_are_told_why(
     let ended = finished(&holder).await;
     assert_eq!(ended.state, TaskState::Failed);
     assert_eq!(ended.signal, Some(9));
-    running(&waiter).await;
+    // The waiter runs `true`, which may end before its running state can be seen: look for
+    // its start instead.
+    let started = within(
+        "the waiter starting",
+        waiter.wait_until(|r| r.started_at.is_some()),
+    )
+    .await;
+    assert!(started.started_at.is_some(), "{started:?}");
     let took = killed_at.elapsed();
     assert!(
         took < Duration::from_secs(5),
