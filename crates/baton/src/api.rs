@@ -1,4 +1,5 @@
-//! The HTTP API: `/api/v1` for jobs and queues, `/healthz` for liveness.
+//! The HTTP API: `/api/v1` for jobs and queues, `/healthz` for liveness, `/readyz` for
+//! readiness.
 //!
 //! | Route                                | Answer                                       |
 //! |--------------------------------------|----------------------------------------------|
@@ -6,9 +7,10 @@
 //! | `GET /api/v1/jobs/{id}`              | the [`baton_core::Job`], or `404`             |
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
 //! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
-//! | `GET /healthz`                       | `200 ok`                                     |
+//! | `GET /healthz`                       | `200 ok`: the server is up                   |
+//! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //!
-//! Every answer is JSON except `/healthz`; every error is an [`ErrorBody`](crate::wire::ErrorBody)
+//! Every answer is JSON except `/healthz` and `/readyz`'s `ready`; every error is an [`ErrorBody`](crate::wire::ErrorBody)
 //! built by [`ApiError`], the one place where [`baton_core::Error`] becomes a status code.
 
 mod error;
@@ -21,7 +23,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use baton_core::{Backend, Job, JobId, QueueCounts, QueueName};
+use baton_core::{Backend, Job, JobId, Owner, QueueCounts, QueueName};
 
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath};
@@ -31,6 +33,9 @@ use crate::wire::{EnqueueRequest, EnqueueResponse};
 /// The largest request body the API reads, in bytes; larger ones get `413`. Twice
 /// [`baton_core::MAX_PAYLOAD_BYTES`], so that a payload at the limit fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// How long `/readyz` waits for the backend before answering `503`.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every handler shares: the backend.
 #[derive(Clone)]
@@ -42,6 +47,7 @@ struct AppState {
 pub fn router(backend: Arc<dyn Backend>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/jobs", post(enqueue_job))
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
@@ -55,6 +61,27 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
 /// `GET /healthz`: the server is up.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /readyz`: `200 ready` when the backend answers a cheap read (a heartbeat lookup) within
+/// [`READY_TIMEOUT`]; otherwise `503` saying why, so a load balancer sends no traffic to a
+/// server whose database is down.
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let unavailable = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::wire::ErrorKind::Backend,
+            format!("not ready: {why}"),
+        )
+    };
+    let probe = Owner::new("baton-readyz")?;
+    match tokio::time::timeout(READY_TIMEOUT, state.backend.alive(&probe)).await {
+        Ok(Ok(_)) => Ok("ready"),
+        Ok(Err(error)) => Err(unavailable(format!("the backend failed: {error}"))),
+        Err(_) => Err(unavailable(format!(
+            "the backend did not answer within {READY_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// `POST /api/v1/jobs`: enqueue a job; `201` with its id.

@@ -40,7 +40,8 @@ pub enum Command {
     /// Run the HTTP API and the maintenance loop on the configured backend
     #[command(
         long_about = "Run the HTTP API and the maintenance loop on the configured backend.\n\n\
-        The API answers under /api/v1 (jobs, queues) and /healthz. Every second the maintenance \
+        The API answers under /api/v1 (jobs, queues), /healthz (up) and /readyz (the backend \
+        answers). Every second the maintenance \
         loop hands out again the jobs whose worker lease expired and deletes finished jobs older \
         than the retention. SIGINT or SIGTERM shuts the server down gracefully."
     )]
@@ -72,6 +73,34 @@ pub enum Command {
     Lock(crate::tasks::LockArgs),
     /// Run tasks as processes under their locks; list, show, follow and kill them
     Task(crate::tasks::TaskArgs),
+    /// Print the effective configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// The subcommands of `baton config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting's effective value and where it came from
+    #[command(
+        long_about = "Print every setting's effective value and where it came from: default, \
+        the configuration file, a BATON_* environment variable or a flag, one `key = value  # \
+        source` line each (JSON with --output json). The flags are those of `baton serve`. \
+        The configuration is checked as at start-up: an unknown key or an invalid value is an \
+        error naming it."
+    )]
+    Show(ConfigShowArgs),
+}
+
+/// Flags of `baton config show`.
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// The flags `baton serve` takes, applied on top as it would.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// `text` (one line per setting) or `json`
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
 }
 
 /// Flags of `baton serve`.

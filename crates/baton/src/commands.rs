@@ -8,7 +8,7 @@ use baton_core::{QueueName, RetryPolicy};
 use serde_json::Value;
 
 use crate::bench::{self, BenchSettings};
-use crate::cli::{Cli, Command, CountsArgs, EnqueueArgs, JobArgs};
+use crate::cli::{Cli, Command, ConfigCommand, ConfigShowArgs, CountsArgs, EnqueueArgs, JobArgs};
 use crate::client::Client;
 use crate::config::{self, ConfigOverrides};
 use crate::serve;
@@ -53,6 +53,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Master(args) => crate::master::run(file, args).await,
         Command::Lock(args) => crate::tasks::run_lock(file, args).await,
         Command::Task(args) => crate::tasks::run_task(file, args).await,
+        Command::Config(ConfigCommand::Show(args)) => show_config(file, &args),
     }
 }
 
@@ -118,4 +119,24 @@ fn read_payload(argument: &str) -> anyhow::Result<Value> {
 fn print_line(line: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").context("cannot write to standard output")
+}
+
+/// `baton config show`: every setting, its value and its source.
+fn show_config(file: Option<&Path>, args: &ConfigShowArgs) -> anyhow::Result<()> {
+    let settings = config::show(file, &args.serve.overrides())?;
+    let mut out = std::io::stdout().lock();
+    if args.output == "json" {
+        serde_json::to_writer_pretty(&mut out, &settings)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let lines: Vec<String> = settings
+        .iter()
+        .map(|setting| format!("{} = {}", setting.key, setting.value))
+        .collect();
+    let width = lines.iter().map(String::len).max().unwrap_or(0);
+    for (line, setting) in lines.iter().zip(&settings) {
+        writeln!(out, "{line:<width$}  # {}", setting.source)?;
+    }
+    Ok(())
 }

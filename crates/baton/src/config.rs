@@ -121,6 +121,97 @@ pub struct ConfigOverrides {
 /// A missing `--config` file, unreadable or malformed TOML, an unknown key, or an invalid value,
 /// each named with its key and source.
 pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<BatonConfig> {
+    let config: BatonConfig = layers(file, overrides)?
+        .extract()
+        .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", describe(errors)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// One setting as `baton config show` prints it: its dotted key, its effective value and the
+/// layer it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The key, such as `listen` or `master.lease`.
+    pub key: String,
+    /// The effective value (the API token hidden).
+    pub value: serde_json::Value,
+    /// Where it came from: `default`, the file's path, `environment (BATON_LISTEN)` or `flag`.
+    pub source: String,
+}
+
+/// Every setting's effective value and where it came from, after the same checks as [`load`].
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn show(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Vec<Provenance>> {
+    let config = load(file, overrides)?;
+    let figment = layers(file, overrides)?;
+    let mut settings = Vec::new();
+    let tree = serde_json::to_value(&config).context("cannot serialize the configuration")?;
+    flatten("", &tree, &mut settings);
+    Ok(settings
+        .into_iter()
+        .map(|(key, value)| {
+            let value = if key == "api_token" {
+                serde_json::Value::from("***")
+            } else {
+                value
+            };
+            let source = figment.find_metadata(&key).map_or_else(
+                || "default".to_owned(),
+                |metadata| source_of(&key, metadata),
+            );
+            Provenance { key, value, source }
+        })
+        .collect())
+}
+
+/// The leaves of `tree` as (dotted key, value) pairs.
+fn flatten(prefix: &str, tree: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match tree {
+        serde_json::Value::Object(fields) => {
+            for (name, value) in fields {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                flatten(&key, value, out);
+            }
+        }
+        value => out.push((prefix.to_owned(), value.clone())),
+    }
+}
+
+/// A layer's name for people: the file's path, the variable's name, `flag` or `default`.
+fn source_of(key: &str, metadata: &figment::Metadata) -> String {
+    if let Some(figment::Source::File(path)) = &metadata.source {
+        return path.display().to_string();
+    }
+    // A serialized layer is named after its type.
+    if metadata
+        .name
+        .ends_with(std::any::type_name::<ConfigOverrides>())
+    {
+        return "flag".to_owned();
+    }
+    if metadata
+        .name
+        .ends_with(std::any::type_name::<BatonConfig>())
+    {
+        return "default".to_owned();
+    }
+    if metadata.name.to_ascii_lowercase().contains("environment") {
+        let variable = format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase());
+        return format!("environment ({variable})");
+    }
+    metadata.name.to_string()
+}
+
+/// The layers, lowest first: defaults, the file, the environment, the flags.
+fn layers(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Figment> {
     let file = config_file(file)?;
     let mut figment = Figment::from(Serialized::defaults(BatonConfig::default()));
     if let Some(path) = &file {
@@ -129,7 +220,7 @@ pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<
             baton_master::settings::TABLE,
         ));
     }
-    let config: BatonConfig = figment
+    Ok(figment
         .merge(
             Env::prefixed(ENV_PREFIX)
                 .ignore(ENV_NOT_SETTINGS)
@@ -144,11 +235,7 @@ pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<
                 .split("__"),
         )
         .merge(baton_master::settings::env(baton_master::settings::TABLE))
-        .merge(Serialized::defaults(overrides))
-        .extract()
-        .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", describe(errors)))?;
-    config.validate()?;
-    Ok(config)
+        .merge(Serialized::defaults(overrides)))
 }
 
 impl BatonConfig {

@@ -413,3 +413,42 @@ async fn malformed_bodies_get_a_json_client_error_and_the_server_keeps_serving()
         .unwrap();
     assert!(server.client.job(id).await.is_ok());
 }
+
+#[tokio::test]
+async fn readyz_answers_503_while_the_backend_fails_and_200_once_it_answers() {
+    let backend = baton_testkit::faulty::Faulty::new(baton_memory::MemoryBackend::new());
+    let control = backend.control();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(baton::serve::serve(
+        listener,
+        std::sync::Arc::new(backend),
+        std::time::Duration::from_secs(3600),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    control.set_mode(baton_testkit::faulty::Mode::Fail);
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_kind(&body), ErrorKind::Backend);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("not ready"),
+        "{body}"
+    );
+
+    control.heal();
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ready");
+
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

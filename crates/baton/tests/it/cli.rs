@@ -282,3 +282,49 @@ async fn jobs_enqueued_on_the_default_sqlite_backend_survive_a_server_restart() 
     let stopped = terminate(second).await;
     assert!(stopped.status.success(), "{}", stderr(&stopped));
 }
+
+#[tokio::test]
+async fn config_show_prints_each_setting_with_its_source() {
+    let dir = Scratch(temp_dir("config-show"));
+    std::fs::write(dir.0.join("baton.toml"), "listen = \"127.0.0.1:7001\"\n").unwrap();
+    let output = baton(
+        &dir.0,
+        &[
+            "config",
+            "show",
+            "--output",
+            "json",
+            "--backend",
+            "memory://",
+        ],
+    )
+    .env("BATON_SERVER", "http://env:2")
+    .output()
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let source = |key: &str| {
+        settings
+            .iter()
+            .find(|setting| setting["key"] == key)
+            .map(|setting| setting["source"].clone())
+    };
+    assert_eq!(source("listen"), Some(json!("baton.toml")));
+    assert_eq!(source("server"), Some(json!("environment (BATON_SERVER)")));
+    assert_eq!(source("backend"), Some(json!("flag")));
+    assert_eq!(source("table_prefix"), Some(json!("default")));
+
+    let text = run(&dir.0, &["config", "show"]).await;
+    assert!(text.status.success(), "{}", stderr(&text));
+    let listen = stdout(&text)
+        .lines()
+        .find(|line| line.starts_with("listen = "))
+        .map(str::to_owned);
+    let listen = listen.unwrap_or_default();
+    assert!(
+        listen.starts_with("listen = \"127.0.0.1:7001\"") && listen.ends_with("  # baton.toml"),
+        "{}",
+        stdout(&text)
+    );
+}

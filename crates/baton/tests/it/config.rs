@@ -188,3 +188,58 @@ fn baton_config_in_the_environment_is_not_taken_for_a_setting() {
         Ok(())
     });
 }
+
+#[test]
+fn show_names_where_each_setting_came_from_and_hides_the_token() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "baton.toml",
+            r#"
+                listen = "127.0.0.1:7001"
+                server = "http://file:1"
+                api_token = "a-secret-token-of-32-characters!"
+                [master]
+                lease = "5s"
+                heartbeat_interval = "1s"
+            "#,
+        )?;
+        jail.set_env("BATON_SERVER", "http://env:2");
+        let flags = ConfigOverrides {
+            retention: Some(Duration::from_secs(60)),
+            ..ConfigOverrides::default()
+        };
+        let settings = config::show(None, &flags).unwrap();
+        let find = |key: &str| {
+            settings
+                .iter()
+                .find(|setting| setting.key == key)
+                .unwrap_or_else(|| panic!("{key} is not shown: {settings:?}"))
+        };
+        assert_eq!(find("backend").source, "default");
+        assert_eq!(find("backend").value, "sqlite://baton.db");
+        assert_eq!(find("listen").source, "baton.toml");
+        assert_eq!(find("listen").value, "127.0.0.1:7001");
+        assert_eq!(find("server").source, "environment (BATON_SERVER)");
+        assert_eq!(find("server").value, "http://env:2");
+        assert_eq!(find("retention").source, "flag");
+        assert_eq!(find("master.lease").source, "baton.toml");
+        assert_eq!(find("master.init_delay").source, "default");
+        assert_eq!(find("api_token").value, "***");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("a-secret-token"), "{shown}");
+        Ok(())
+    });
+}
+
+#[test]
+fn show_refuses_a_misspelt_key_by_name() {
+    Jail::expect_with(|jail| {
+        jail.create_file("baton.toml", "listne = \"127.0.0.1:7001\"\n")?;
+        let error = format!(
+            "{:#}",
+            config::show(None, &ConfigOverrides::default()).unwrap_err()
+        );
+        assert!(error.contains("unknown key \"listne\""), "{error}");
+        Ok(())
+    });
+}
