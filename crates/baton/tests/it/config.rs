@@ -243,3 +243,27 @@ fn show_refuses_a_misspelt_key_by_name() {
         Ok(())
     });
 }
+
+/// `baton.example.toml` at the repository root, which documents every setting.
+const EXAMPLE: &str = include_str!("../../../../baton.example.toml");
+
+#[test]
+fn the_example_file_holds_exactly_the_defaults_and_mentions_every_setting() {
+    Jail::expect_with(|jail| {
+        jail.create_file("baton.toml", EXAMPLE)?;
+        let config = config::load(None, &ConfigOverrides::default()).unwrap();
+        assert_eq!(config, BatonConfig::default());
+        for setting in config::show(None, &ConfigOverrides::default()).unwrap() {
+            let name = setting.key.rsplit('.').next().unwrap().to_owned();
+            assert!(
+                EXAMPLE.contains(&format!("{name} = ")),
+                "baton.example.toml does not document {}",
+                setting.key
+            );
+        }
+        for optional in ["api_token", "lease"] {
+            assert!(EXAMPLE.contains(&format!("# {optional} = ")), "{optional}");
+        }
+        Ok(())
+    });
+}
