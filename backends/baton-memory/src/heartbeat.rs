@@ -4,14 +4,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Heartbeat, Owner, Result, Timestamp, validate_ttl};
+use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 
 use crate::{MemoryBackend, lock};
 
-/// Each owner's heartbeat expiry.
+/// Each owner's heartbeat expiry, and when its last beat arrived.
 #[derive(Default)]
 pub(crate) struct Heartbeats {
     expires: HashMap<Owner, Timestamp>,
+    beat_at: HashMap<Owner, Timestamp>,
 }
 
 impl Heartbeats {
@@ -27,10 +28,11 @@ impl Heartbeats {
 impl Heartbeat for MemoryBackend {
     async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
-        let expires = self.now().saturating_add(ttl);
-        lock(&self.inner.heartbeats)
-            .expires
-            .insert(owner.clone(), expires);
+        let now = self.now();
+        let expires = now.saturating_add(ttl);
+        let mut heartbeats = lock(&self.inner.heartbeats);
+        heartbeats.expires.insert(owner.clone(), expires);
+        heartbeats.beat_at.insert(owner.clone(), now);
         Ok(())
     }
 
@@ -56,8 +58,25 @@ impl Heartbeat for MemoryBackend {
         Ok(dead)
     }
 
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        let now = self.now();
+        let heartbeats = lock(&self.inner.heartbeats);
+        let (Some(&expires_at), Some(&at)) =
+            (heartbeats.expires.get(owner), heartbeats.beat_at.get(owner))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Beat {
+            at: Some(at),
+            expires_at,
+            alive: expires_at > now,
+        }))
+    }
+
     async fn forget(&self, owner: &Owner) -> Result<()> {
-        lock(&self.inner.heartbeats).expires.remove(owner);
+        let mut heartbeats = lock(&self.inner.heartbeats);
+        heartbeats.expires.remove(owner);
+        heartbeats.beat_at.remove(owner);
         Ok(())
     }
 }

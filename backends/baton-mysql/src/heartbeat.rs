@@ -1,19 +1,23 @@
-//! [`Heartbeat`] on MySQL: one row per owner with its expiry by the server's clock.
+//! [`Heartbeat`] on MySQL: one row per owner with its expiry and last beat time by the
+//! server's clock.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Heartbeat, Owner, Result, validate_ttl};
+use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 use baton_sql::from_sqlx;
 use sqlx::Row;
 
 use crate::MysqlBackend;
 use crate::sql::millis;
 
-const BEAT: &str = "INSERT INTO {prefix}heartbeats (owner, expires_at) VALUES (?, {now} + ?) \
-     ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at)";
+const BEAT: &str = "INSERT INTO {prefix}heartbeats (owner, expires_at, beat_at) \
+     VALUES (?, {now} + ?, {now}) \
+     ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at), beat_at = VALUES(beat_at)";
 const ALIVE: &str =
     "SELECT COUNT(*) FROM {prefix}heartbeats WHERE owner = ? AND expires_at > {now}";
+const LAST_BEAT: &str = "SELECT beat_at, expires_at, expires_at > {now} FROM {prefix}heartbeats \
+     WHERE owner = ?";
 const DEAD: &str = "SELECT owner FROM {prefix}heartbeats WHERE expires_at <= {now} ORDER BY owner";
 const FORGET: &str = "DELETE FROM {prefix}heartbeats WHERE owner = ?";
 
@@ -48,6 +52,25 @@ impl Heartbeat for MysqlBackend {
         rows.iter()
             .map(|row| Owner::new(row.try_get::<String, _>(0).map_err(from_sqlx)?))
             .collect()
+    }
+
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        let row = sqlx::query(self.stmt(LAST_BEAT))
+            .bind(owner.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.map(|row| {
+            let at: Option<i64> = row.try_get(0).map_err(from_sqlx)?;
+            let expires_at: i64 = row.try_get(1).map_err(from_sqlx)?;
+            let alive: i64 = row.try_get(2).map_err(from_sqlx)?;
+            Ok(Beat {
+                at: at.map(Timestamp::from_millis),
+                expires_at: Timestamp::from_millis(expires_at),
+                alive: alive != 0,
+            })
+        })
+        .transpose()
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {

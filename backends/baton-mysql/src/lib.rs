@@ -87,11 +87,18 @@ use sqlx::{Executor, Row};
 use crate::sql::Statements;
 
 /// The schema, applied in order on connect.
-const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    MigrationFile {
+        version: 2,
+        description: "heartbeat beat time",
+        sql: include_str!("../migrations/0002_heartbeat_beat_at.sql"),
+    },
+];
 
 /// How to reach the database and name the tables.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,9 +1,10 @@
-//! [`Heartbeat`] on PostgreSQL: one row per owner with its expiry by the server's clock.
+//! [`Heartbeat`] on PostgreSQL: one row per owner with its expiry and last beat time by the
+//! server's clock.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Error, Heartbeat, Owner, Result, validate_ttl};
+use baton_core::{Beat, Error, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 use baton_sql::from_sqlx;
 use sqlx::Row;
 
@@ -49,6 +50,25 @@ impl Heartbeat for PostgresBackend {
             .collect::<Result<Vec<_>>>()?;
         dead.sort();
         Ok(dead)
+    }
+
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        let row = sqlx::query(self.inner.sql.last_beat.clone())
+            .bind(owner.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.map(|row| {
+            Ok(Beat {
+                at: row
+                    .try_get::<Option<i64>, _>("beat_at")
+                    .map_err(from_sqlx)?
+                    .map(Timestamp::from_millis),
+                expires_at: Timestamp::from_millis(row.try_get("expires_at").map_err(from_sqlx)?),
+                alive: row.try_get("alive").map_err(from_sqlx)?,
+            })
+        })
+        .transpose()
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {

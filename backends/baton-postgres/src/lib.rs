@@ -21,8 +21,8 @@
 //! # Tables
 //!
 //! Every table name starts with the configured [`TablePrefix`] (`baton_` by default); the schema
-//! is `migrations/0001_initial.sql`, `0002_reserve_walk_index.sql` and `0003_queue_upkeep.sql`,
-//! applied on connect.
+//! is `migrations/0001_initial.sql`, `0002_reserve_walk_index.sql`, `0003_queue_upkeep.sql` and
+//! `0004_heartbeat_beat_at.sql`, applied on connect.
 //! Times are `BIGINT` milliseconds since the epoch, always computed by the server (`now()`),
 //! never by the client.
 //!
@@ -41,7 +41,7 @@
 //! - `claims`: one row per `(pool, item)`: `owner` (NULL when unclaimed), `token`, `expires_at`,
 //!   `seq` (FIFO order of unclaimed items, from the `claims_seq` sequence) and `present` (false
 //!   for a removed item's tombstone, which keeps its token so a re-added item's tokens increase).
-//! - `heartbeats`: `owner`, `expires_at`.
+//! - `heartbeats`: `owner`, `expires_at`, `beat_at` (when the last beat arrived).
 //!
 //! # Notifications
 //!
@@ -103,6 +103,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         version: 3,
         description: "queue upkeep",
         sql: include_str!("../migrations/0003_queue_upkeep.sql"),
+    },
+    MigrationFile {
+        version: 4,
+        description: "heartbeat beat time",
+        sql: include_str!("../migrations/0004_heartbeat_beat_at.sql"),
     },
 ];
 

@@ -119,6 +119,7 @@ pub(crate) struct Statements {
     pub(crate) claim_reap: SqlStr,
     pub(crate) beat: SqlStr,
     pub(crate) alive: SqlStr,
+    pub(crate) last_beat: SqlStr,
     pub(crate) dead_owners: SqlStr,
     pub(crate) forget: SqlStr,
 }
@@ -307,10 +308,14 @@ impl Statements {
                         SELECT 1 FROM {prefix}heartbeats h
                         WHERE h.owner = c.owner AND h.expires_at <= {now}))
                 RETURNING item"),
-            beat: sql("INSERT INTO {prefix}heartbeats (owner, expires_at) VALUES ($1, {now} + $2)
-                ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"),
+            beat: sql("INSERT INTO {prefix}heartbeats (owner, expires_at, beat_at)
+                VALUES ($1, {now} + $2, {now})
+                ON CONFLICT (owner) DO UPDATE
+                SET expires_at = EXCLUDED.expires_at, beat_at = EXCLUDED.beat_at"),
             alive: sql("SELECT EXISTS (SELECT 1 FROM {prefix}heartbeats
                 WHERE owner = $1 AND expires_at > {now}) AS alive"),
+            last_beat: sql("SELECT beat_at, expires_at, expires_at > {now} AS alive
+                FROM {prefix}heartbeats WHERE owner = $1"),
             dead_owners: sql("SELECT owner FROM {prefix}heartbeats WHERE expires_at <= {now}"),
             forget: sql("DELETE FROM {prefix}heartbeats WHERE owner = $1"),
         }

@@ -1,13 +1,13 @@
 //! [`Heartbeat`] on Redis: a key set with `PX` per owner, and a sorted set of expiries so that
-//! dead owners stay listed until forgotten.
+//! dead owners stay listed until forgotten, and a hash of when each owner's last beat arrived.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Heartbeat, Owner, Result, validate_ttl};
+use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 use redis::AsyncCommands;
 
-use crate::{RedisBackend, from_redis, millis, value};
+use crate::{RedisBackend, from_redis, millis, unexpected, value};
 
 #[async_trait]
 impl Heartbeat for RedisBackend {
@@ -20,6 +20,7 @@ impl Heartbeat for RedisBackend {
             .beat
             .key(keys.beats())
             .key(keys.heartbeat(owner))
+            .key(keys.beat_times())
             .arg(owner.as_str())
             .arg(millis(ttl))
             .invoke_async(&mut self.connection())
@@ -52,6 +53,34 @@ impl Heartbeat for RedisBackend {
         Ok(dead)
     }
 
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        let keys = &self.inner.keys;
+        let reply: redis::Value = self
+            .inner
+            .scripts
+            .last_beat
+            .key(keys.beats())
+            .key(keys.beat_times())
+            .arg(owner.as_str())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(from_redis)?;
+        let fields = value::array(reply)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let [at, expires_at, now]: [redis::Value; 3] =
+            fields.try_into().map_err(|fields: Vec<_>| {
+                unexpected(format!("a last beat of {} fields", fields.len()))
+            })?;
+        let (at, expires_at, now) = (value::int(at)?, value::int(expires_at)?, value::int(now)?);
+        Ok(Some(Beat {
+            at: (at >= 0).then(|| Timestamp::from_millis(at)),
+            expires_at: Timestamp::from_millis(expires_at),
+            alive: expires_at > now,
+        }))
+    }
+
     async fn forget(&self, owner: &Owner) -> Result<()> {
         let keys = &self.inner.keys;
         let _: redis::Value = self
@@ -60,6 +89,7 @@ impl Heartbeat for RedisBackend {
             .forget
             .key(keys.beats())
             .key(keys.heartbeat(owner))
+            .key(keys.beat_times())
             .arg(owner.as_str())
             .invoke_async(&mut self.connection())
             .await

@@ -129,6 +129,11 @@ impl Keys {
         format!("{}beats", self.owners)
     }
 
+    /// The beat-times hash: owner → when its last beat arrived.
+    pub(crate) fn beat_times(&self) -> String {
+        format!("{}beat_at", self.owners)
+    }
+
     /// An owner's heartbeat key, set with `PX`.
     pub(crate) fn heartbeat(&self, owner: &Owner) -> String {
         named(&self.owners, "hb", owner.as_str())

@@ -57,7 +57,8 @@
 //!   since), `held` (names that may be held, all scored 0 so ordered by name) and `token` (the
 //!   counter every grant's token comes from);
 //! - heartbeats and claim pools, under `{baton:owners}:` (together, so that reaping a pool can
-//!   read the heartbeats): `beats` (owners scored by heartbeat expiry), `hb:<len>:<owner>` (a key
+//!   read the heartbeats): `beats` (owners scored by heartbeat expiry), `beat_at` (a hash: owner
+//!   → when its last beat arrived), `hb:<len>:<owner>` (a key
 //!   set with `PX`, alive while it exists), and per pool `pool:<len>:<pool>:` followed by `free`
 //!   (unclaimed items in the order they became free), `held` (claimed items by claim expiry),
 //!   `lease` (item → `token|expiry|owner`), `tokens` (the last token per item, kept after

@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) last: Script,
     pub(crate) beat: Script,
     pub(crate) dead: Script,
+    pub(crate) last_beat: Script,
     pub(crate) forget: Script,
     pub(crate) claim_add: Script,
     pub(crate) claim_remove: Script,
@@ -72,6 +73,7 @@ impl Scripts {
             last: job(include_str!("../lua/last.lua")),
             beat: plain(include_str!("../lua/beat.lua")),
             dead: plain(include_str!("../lua/dead.lua")),
+            last_beat: plain(include_str!("../lua/last_beat.lua")),
             forget: plain(include_str!("../lua/forget.lua")),
             claim_add: claim(include_str!("../lua/claim_add.lua")),
             claim_remove: claim(include_str!("../lua/claim_remove.lua")),
@@ -88,7 +90,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 25] {
+    fn all(&self) -> [&Script; 26] {
         [
             &self.enqueue,
             &self.reserve,
@@ -102,6 +104,7 @@ impl Scripts {
             &self.last,
             &self.beat,
             &self.dead,
+            &self.last_beat,
             &self.forget,
             &self.claim_add,
             &self.claim_remove,

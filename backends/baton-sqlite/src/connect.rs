@@ -15,11 +15,18 @@ use tokio::sync::{Mutex, Notify};
 use crate::{Durability, Inner, SqliteBackend, SqliteConfig, sql::Statements};
 
 /// The schema, oldest first.
-const MIGRATIONS: &[MigrationFile] = &[MigrationFile {
-    version: 1,
-    description: "jobs, locks, claims, heartbeats and events",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[MigrationFile] = &[
+    MigrationFile {
+        version: 1,
+        description: "jobs, locks, claims, heartbeats and events",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    MigrationFile {
+        version: 2,
+        description: "heartbeat beat time",
+        sql: include_str!("../migrations/0002_heartbeat_beat_at.sql"),
+    },
+];
 
 /// How many times connecting retries the migrations when another process applied them at the
 /// same moment.

@@ -1,9 +1,10 @@
-//! [`Heartbeat`] on SQLite: one row per owner holding its expiry, written in one statement.
+//! [`Heartbeat`] on SQLite: one row per owner holding its expiry and last beat time, written
+//! in one statement.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_core::{Error, Heartbeat, Owner, Result, validate_ttl};
+use baton_core::{Beat, Error, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 use baton_sql::from_sqlx;
 
 use crate::{SqliteBackend, millis};
@@ -44,6 +45,19 @@ impl Heartbeat for SqliteBackend {
                 })
             })
             .collect()
+    }
+
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        let row: Option<(Option<i64>, i64, bool)> = sqlx::query_as(self.sql().last_beat.clone())
+            .bind(owner.as_str().to_owned())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        Ok(row.map(|(at, expires_at, alive)| Beat {
+            at: at.map(Timestamp::from_millis),
+            expires_at: Timestamp::from_millis(expires_at),
+            alive,
+        }))
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {

@@ -155,11 +155,15 @@ statements! {
 
     // Heartbeats.
     /// Records a beat: owner, ttl ms.
-    beat = "INSERT INTO {prefix}heartbeats (owner, expires_at) VALUES (?, {now} + ?) \
-         ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at";
+    beat = "INSERT INTO {prefix}heartbeats (owner, expires_at, beat_at) VALUES (?, {now} + ?, {now}) \
+         ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at, \
+         beat_at = excluded.beat_at";
     /// Whether an owner is alive: owner.
     alive = "SELECT EXISTS (SELECT 1 FROM {prefix}heartbeats WHERE owner = ? \
          AND expires_at > {now})";
+    /// An owner's last beat: owner. Columns beat_at, expires_at, alive.
+    last_beat = "SELECT beat_at, expires_at, expires_at > {now} FROM {prefix}heartbeats \
+         WHERE owner = ?";
     /// Owners whose last beat expired.
     dead_owners = "SELECT owner FROM {prefix}heartbeats WHERE expires_at <= {now} ORDER BY owner";
     /// Forgets an owner: owner.

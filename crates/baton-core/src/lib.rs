@@ -19,7 +19,7 @@ mod time;
 pub use claim::{Claim, ClaimLease, ItemStatus, MAX_ITEMS, validate_items};
 pub use dispatch::{Dispatch, EventStream, WakeStream};
 pub use error::{Error, Result};
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Beat, Heartbeat};
 pub use job::{
     Attempt, AttemptOutcome, Job, JobEvent, JobId, JobLease, JobState, MAX_PAYLOAD_BYTES, NewJob,
     Priority, QueueCounts, Reserved, Retry, check_json_size,

@@ -179,20 +179,13 @@ impl SyncHandle {
         self.shared.running()
     }
 
-    /// The pool's state as the backend sees it ([`pool_status`]), with this manager's last
-    /// heartbeat filled in.
+    /// The pool's state as the backend sees it ([`pool_status`]).
     ///
     /// # Errors
     ///
     /// `Backend` if the backend could not answer.
     pub async fn status(&self) -> Result<PoolStatus> {
-        let mut status = pool_status(&*self.claims, &*self.heartbeats, &self.pool).await?;
-        for identity in &mut status.identities {
-            if identity.identity == self.identity {
-                identity.last_heartbeat = self.shared.last_beat();
-            }
-        }
-        Ok(status)
+        pool_status(&*self.claims, &*self.heartbeats, &self.pool).await
     }
 }
 

@@ -32,14 +32,16 @@ pub struct IdentityStatus {
     pub accounts: usize,
     /// Whether its heartbeat is current.
     pub alive: bool,
-    /// When it last beat, by its own wall clock. Known for the manager that answers (see
-    /// [`SyncHandle::status`](crate::SyncHandle::status)); the backend's heartbeat records do
-    /// not expose other managers' beat times.
+    /// When the backend received its last beat, by the backend's clock; `None` if it has no
+    /// heartbeat on record (never beat, or forgotten after a clean exit or a reap).
     pub last_heartbeat: Option<Timestamp>,
+    /// When that beat expires, by the backend's clock: past it, the manager counts as dead.
+    pub heartbeat_expires_at: Option<Timestamp>,
 }
 
 /// The state of `pool` as the backend sees it: accounts, unclaimed accounts, and per manager
-/// its accounts and whether it is alive. Any process can ask, not only a manager.
+/// its accounts, whether it is alive and when it last beat. Any process can ask, not only a
+/// manager.
 ///
 /// # Errors
 ///
@@ -68,10 +70,12 @@ pub async fn pool_status(
     );
     let mut statuses = Vec::with_capacity(identities.len());
     for identity in identities {
+        let beat = heartbeats.last_beat(&identity).await?;
         statuses.push(IdentityStatus {
             accounts: held.get(&identity).copied().unwrap_or(0),
-            alive: heartbeats.alive(&identity).await?,
-            last_heartbeat: None,
+            alive: beat.is_some_and(|beat| beat.alive),
+            last_heartbeat: beat.and_then(|beat| beat.at),
+            heartbeat_expires_at: beat.map(|beat| beat.expires_at),
             identity,
         });
     }

@@ -386,13 +386,16 @@ async fn monitoring_reports_accounts_per_identity_the_unclaimed_count_and_heartb
             .all(|identity| identity.alive && identity.accounts == 5)
     );
     assert!(status.unclaimed <= 1);
+    // Every manager's last beat is on record, by the backend's clock, whichever manager asks.
     let own = first.status().await.unwrap();
-    let me = own
-        .identities
-        .iter()
-        .find(|status| status.identity == identity(0))
-        .unwrap();
-    assert!(me.last_heartbeat.is_some());
+    assert_eq!(own.identities, status.identities);
+    for identity in &status.identities {
+        let (Some(at), Some(expires)) = (identity.last_heartbeat, identity.heartbeat_expires_at)
+        else {
+            panic!("no heartbeat on record for {identity:?}");
+        };
+        assert!(at < expires, "{identity:?}");
+    }
     let metrics = first.metrics();
     assert_eq!(metrics.running, 5);
     assert_eq!(metrics.live_managers, 2);
@@ -408,6 +411,17 @@ async fn monitoring_reports_accounts_per_identity_the_unclaimed_count_and_heartb
         .iter()
         .find(|status| status.identity == identity(1));
     assert!(dead.is_none_or(|dead| !dead.alive));
+    // The survivor kept beating after the crash; a crashed manager still listed shows its
+    // last beat from before it.
+    let survivor = status
+        .identities
+        .iter()
+        .find(|status| status.identity == identity(0))
+        .unwrap();
+    assert!(survivor.alive);
+    if let Some(dead) = dead {
+        assert!(dead.last_heartbeat < survivor.last_heartbeat, "{status:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

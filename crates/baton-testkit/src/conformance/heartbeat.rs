@@ -28,6 +28,10 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
             "a beat before expiry keeps an owner alive past its first ttl",
             beat_extends
         ),
+        case!(
+            "last_beat reports each beat's time and expiry until the owner is forgotten",
+            last_beat_reports_beats
+        ),
     ]
 }
 
@@ -143,6 +147,69 @@ async fn beat_extends<B: Backend>(h: Harness<B>) -> CaseResult {
     ensure!(
         h.backend.alive(&worker).await.ctx("alive")?,
         "owner dead past its first ttl though it beat again before it ran out"
+    );
+    Ok(())
+}
+
+async fn last_beat_reports_beats<B: Backend>(h: Harness<B>) -> CaseResult {
+    let worker = owner("worker-1")?;
+    let stranger = owner("never-beat")?;
+    let none = h.backend.last_beat(&stranger).await.ctx("last_beat")?;
+    ensure!(
+        none.is_none(),
+        "an owner that never beat has a last beat: {none:?}"
+    );
+
+    h.backend.beat(&worker, LONG_TTL).await.ctx("beat")?;
+    let first = h.backend.last_beat(&worker).await.ctx("last_beat")?;
+    let Some(first) = first else {
+        return Err("no last beat right after a beat".into());
+    };
+    let Some(first_at) = first.at else {
+        return Err(format!("a fresh beat has no beat time: {first:?}"));
+    };
+    ensure!(first.alive, "a fresh beat is reported dead: {first:?}");
+    // One statement or script reads the clock for both; allow a millisecond for a clock read
+    // twice within it.
+    let ttl_ms = first.expires_at.as_millis() - first_at.as_millis();
+    ensure!(
+        (LONG_TTL.as_millis() as i64..=LONG_TTL.as_millis() as i64 + 1).contains(&ttl_ms),
+        "a beat with a {LONG_TTL:?} ttl expires {ttl_ms} ms after it arrived"
+    );
+
+    h.time.pass(PAST_SHORT_TTL).await;
+    h.backend
+        .beat(&worker, SHORT_TTL)
+        .await
+        .ctx("second beat")?;
+    let second = h.backend.last_beat(&worker).await.ctx("last_beat")?;
+    let Some(second) = second else {
+        return Err("no last beat after a second beat".into());
+    };
+    let Some(second_at) = second.at else {
+        return Err(format!("a second beat has no beat time: {second:?}"));
+    };
+    ensure!(
+        second_at > first_at,
+        "a beat {PAST_SHORT_TTL:?} later is reported at {second_at}, not after {first_at}"
+    );
+
+    h.time.pass(PAST_SHORT_TTL).await;
+    let expired = h.backend.last_beat(&worker).await.ctx("last_beat")?;
+    ensure!(
+        expired
+            == Some(baton_core::Beat {
+                alive: false,
+                ..second
+            }),
+        "an expired beat reads {expired:?}, expected {second:?} no longer alive"
+    );
+
+    h.backend.forget(&worker).await.ctx("forget")?;
+    let forgotten = h.backend.last_beat(&worker).await.ctx("last_beat")?;
+    ensure!(
+        forgotten.is_none(),
+        "a forgotten owner still has a last beat: {forgotten:?}"
     );
     Ok(())
 }

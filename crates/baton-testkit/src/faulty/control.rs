@@ -33,6 +33,8 @@ pub enum Op {
     Alive,
     /// [`Heartbeat::dead_owners`](baton_core::Heartbeat::dead_owners).
     DeadOwners,
+    /// [`Heartbeat::last_beat`](baton_core::Heartbeat::last_beat).
+    LastBeat,
     /// [`Heartbeat::forget`](baton_core::Heartbeat::forget).
     Forget,
     /// [`Claim::add`](baton_core::Claim::add).
@@ -95,10 +97,11 @@ pub enum Op {
 
 impl Op {
     /// Every operation, trait by trait.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::Beat,
         Self::Alive,
         Self::DeadOwners,
+        Self::LastBeat,
         Self::Forget,
         Self::Add,
         Self::Remove,
@@ -136,6 +139,7 @@ impl Op {
             Self::Beat => "Heartbeat::beat",
             Self::Alive => "Heartbeat::alive",
             Self::DeadOwners => "Heartbeat::dead_owners",
+            Self::LastBeat => "Heartbeat::last_beat",
             Self::Forget => "Heartbeat::forget",
             Self::Add => "Claim::add",
             Self::Remove => "Claim::remove",

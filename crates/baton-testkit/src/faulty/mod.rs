@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Acquire, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus, Job,
-    JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner, PoolName,
-    Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    Acquire, Beat, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus,
+    Job, JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner,
+    PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use serde_json::Value;
 
@@ -90,6 +90,10 @@ impl<B: Heartbeat> Heartbeat for Faulty<B> {
 
     async fn dead_owners(&self) -> Result<Vec<Owner>> {
         self.call(Op::DeadOwners, self.inner.dead_owners()).await
+    }
+
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        self.call(Op::LastBeat, self.inner.last_beat(owner)).await
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {

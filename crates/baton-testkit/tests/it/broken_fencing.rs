@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Acquire, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus, Job,
-    JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner, PoolName,
-    Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    Acquire, Beat, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus,
+    Job, JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner,
+    PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use baton_memory::MemoryBackend;
 use baton_testkit::conformance::{self, Harness};
@@ -46,6 +46,10 @@ impl<B: Heartbeat> Heartbeat for NoFencing<B> {
 
     async fn dead_owners(&self) -> Result<Vec<Owner>> {
         self.inner.dead_owners().await
+    }
+
+    async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
+        self.inner.last_beat(owner).await
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {
