@@ -5,6 +5,7 @@
 //! repeated runs against a persistent backend never mix, and drains the jobs it enqueued so that
 //! none is left pending.
 
+mod broker;
 mod lock;
 mod queue;
 mod sync;
@@ -146,11 +147,13 @@ pub enum Scenario {
     RebalanceCrash,
     /// Run `jobs` empty jobs through a work pool with a cluster-wide limit of 32.
     Workpool,
+    /// Run `jobs` empty jobs through a broker on loopback to `workers` worker connections.
+    Broker,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::EnqueueSingle,
         Self::EnqueueBatch,
         Self::EndToEnd,
@@ -158,14 +161,15 @@ impl Scenario {
         Self::RebalanceJoin,
         Self::RebalanceCrash,
         Self::Workpool,
+        Self::Broker,
     ];
 
-    /// Whether the scenario runs when no `--only` is given: the rebalance figures, which take
-    /// seconds of heartbeat expiry and settling, run only when asked for.
+    /// Whether the scenario runs when no `--only` is given: the rebalance, work-pool and
+    /// broker figures run only when asked for.
     pub fn runs_by_default(self) -> bool {
         !matches!(
             self,
-            Self::RebalanceJoin | Self::RebalanceCrash | Self::Workpool
+            Self::RebalanceJoin | Self::RebalanceCrash | Self::Workpool | Self::Broker
         )
     }
 
@@ -179,6 +183,7 @@ impl Scenario {
             Self::RebalanceJoin => "rebalance join",
             Self::RebalanceCrash => "rebalance crash",
             Self::Workpool => "workpool",
+            Self::Broker => "broker",
         }
     }
 
@@ -193,6 +198,7 @@ impl Scenario {
             Self::EnqueueBatch => queue::enqueue_batch(bench).await,
             Self::EndToEnd => queue::end_to_end(bench).await,
             Self::Lock => lock::acquire_release(bench).await,
+            Self::Broker => broker::through_broker(bench).await,
             Self::RebalanceJoin => sync::join(bench).await,
             Self::RebalanceCrash => sync::crash(bench).await,
             Self::Workpool => {

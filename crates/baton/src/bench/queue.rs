@@ -120,7 +120,7 @@ fn no_op_job(queue: &QueueName) -> anyhow::Result<NewJob> {
     Ok(NewJob::new(queue.clone(), Value::Null)?.with_retry(RetryPolicy::never())?)
 }
 
-async fn enqueue_in_batches(
+pub(super) async fn enqueue_in_batches(
     bench: &Bench,
     queue: &QueueName,
     jobs: u64,
