@@ -24,6 +24,9 @@ use crate::protocol::{
     self, Completion, Enqueue, JobRef, Request, error_reply, job_json, job_message, status_string,
 };
 
+/// How long a stopping broker keeps answering workers with `quit`.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// What a broker has done since it started.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
@@ -86,6 +89,13 @@ impl BrokerHandle {
     pub async fn shutdown(self) -> baton_core::Result<()> {
         let _ = self.stop.send(true);
         self.wait().await
+    }
+
+    /// Stops the broker at once, as a crash would: no `quit` to workers, which find the next
+    /// broker at the same endpoint by themselves; leased jobs run again after their timeout.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     /// Waits until the broker stops (after a `quit`, or a failure).
@@ -286,10 +296,44 @@ impl State {
         if let Some(task) = self.wake_task.take() {
             task.abort();
         }
-        // Let the quit messages leave before the socket closes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.linger().await;
         tracing::info!("broker stopped");
         Ok(())
+    }
+
+    /// For a short while after stopping, answers every worker that asks for work (one that
+    /// was answering a ping, or finishing a job) with `quit`, and every other request with an
+    /// error, so that no peer is left waiting; this also lets the quit messages leave.
+    async fn linger(&mut self) {
+        let deadline = Instant::now() + LINGER;
+        while let Ok(Some(incoming)) = tokio::time::timeout_at(deadline, self.router.recv()).await {
+            let Incoming::Message {
+                peer,
+                delimited,
+                body,
+            } = incoming
+            else {
+                continue;
+            };
+            let reply = match protocol::decode(&body) {
+                Ok(Request::Ready { .. }) => json!({"command": "quit"}),
+                Ok(Request::Completed(completion)) => {
+                    if let Some(WorkerState::Busy { lease, .. }) =
+                        self.workers.remove(&peer).map(|worker| worker.state)
+                        && completion.job_id.as_deref() == Some(&lease.job.to_string())
+                    {
+                        self.finish(lease, &completion);
+                    }
+                    if completion.ready {
+                        json!({"command": "quit"})
+                    } else {
+                        json!({"status": "thanks"})
+                    }
+                }
+                _ => error_reply("the broker is shutting down"),
+            };
+            self.send(&peer, delimited, reply).await;
+        }
     }
 
     async fn on_incoming(&mut self, incoming: Incoming) {

@@ -306,7 +306,8 @@ async fn a_restarted_broker_loses_no_job_and_workers_find_it() {
                 .expect("enqueue"),
         );
     }
-    first.shutdown().await.expect("shutdown");
+    // The broker's process dies.
+    first.abort().await;
     for _ in 0..50 {
         // Stored while no broker runs: straight into the backend, as another process would.
         let job = baton_core::NewJob::new(
@@ -321,20 +322,39 @@ async fn a_restarted_broker_loses_no_job_and_workers_find_it() {
                 .to_string(),
         );
     }
-    let second = broker(
-        &backend,
-        BrokerConfig {
-            endpoint: endpoint.clone(),
-            ..quick()
-        },
-    )
-    .await;
+    let second = restart(&backend, &endpoint, quick()).await;
     for id in &ids {
         let reply = client.notify(id, WAIT).await.expect("notify");
         assert_eq!(reply["status"], "completed", "{reply}");
     }
     worker.stop().await;
     second.shutdown().await.expect("shutdown");
+}
+
+/// A broker on `endpoint` again, once the old one's socket has let the port go.
+async fn restart(
+    backend: &Arc<MemoryBackend>,
+    endpoint: &str,
+    config: BrokerConfig,
+) -> BrokerHandle {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let backend: Arc<dyn Backend> = backend.clone();
+        let config = BrokerConfig {
+            endpoint: endpoint.to_owned(),
+            ..config.clone()
+        };
+        match start(backend, config).await {
+            Ok(broker) => return broker,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot bind again: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -76,6 +76,17 @@ pub enum Command {
     /// Print the effective configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a command for each job of a broker queue (the job as JSON on its stdin)
+    #[command(
+        long_about = "Run a command for each job of a broker queue.\n\n        The job (its fields, job_id, token, attempt, timeout) arrives as JSON on the command's \
+        stdin, with BATON_JOB_ID and BATON_FENCING_TOKEN in its environment. Exit status 0 \
+        succeeds the job with the command's stdout as its result (JSON if it parses, else \
+        text); any other status fails it with the exit code and stderr. SIGINT or SIGTERM lets \
+        running jobs finish and leaves.\n\n        Example: baton worker --queue images --concurrency 4 -- ./resize.sh"
+    )]
+    Worker(crate::broker::WorkerArgs),
+    /// Wait for a job to end, through the broker, and print it
+    Wait(crate::broker::WaitArgs),
 }
 
 /// The subcommands of `baton config`.

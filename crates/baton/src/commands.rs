@@ -54,6 +54,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Lock(args) => crate::tasks::run_lock(file, args).await,
         Command::Task(args) => crate::tasks::run_task(file, args).await,
         Command::Config(ConfigCommand::Show(args)) => show_config(file, &args),
+        Command::Worker(args) => crate::broker::run_worker(file, args).await,
+        Command::Wait(args) => crate::broker::wait(file, args).await,
     }
 }
 

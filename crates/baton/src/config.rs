@@ -62,6 +62,36 @@ pub struct BatonConfig {
     /// The master executor's timings (`[master]`), for `baton master run`.
     #[serde(default)]
     pub master: baton_master::MasterSettings,
+    /// The job broker over ZeroMQ (`[broker]`), run by `baton serve` when enabled.
+    #[serde(default)]
+    pub broker: BrokerSettings,
+}
+
+/// The `[broker]` table: whether `baton serve` runs the job broker, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// Whether `baton serve` runs the broker.
+    pub enabled: bool,
+    /// The ROUTER endpoint workers and clients connect to.
+    pub endpoint: String,
+    /// The PUB endpoint of `<job_id>\n<status>` notices, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_endpoint: Option<String>,
+    /// The secret a `quit` command must carry; without one, `quit` is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quit_token: Option<ApiToken>,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "tcp://127.0.0.1:5555".to_owned(),
+            publish_endpoint: None,
+            quit_token: None,
+        }
+    }
 }
 
 /// A secret bearer token; its `Debug` output hides it.
@@ -85,6 +115,7 @@ impl Default for BatonConfig {
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             api_token: None,
             master: baton_master::MasterSettings::default(),
+            broker: BrokerSettings::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod bench;
 pub mod bench_master;
 pub mod bench_pool;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod commands;

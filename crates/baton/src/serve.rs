@@ -36,14 +36,37 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         "baton serving on http://{local} with backend {}",
         redact(&config.backend)
     );
-    serve_with_token(
+    let broker = if config.broker.enabled {
+        let settings = &config.broker;
+        let broker = baton_broker::start(
+            backend.clone(),
+            baton_broker::BrokerConfig {
+                endpoint: settings.endpoint.clone(),
+                publish_endpoint: settings.publish_endpoint.clone(),
+                quit_token: settings.quit_token.as_ref().map(|token| token.0.clone()),
+                ..baton_broker::BrokerConfig::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot start the broker on {}", settings.endpoint))?;
+        tracing::info!("baton broker on {}", broker.endpoint());
+        Some(broker)
+    } else {
+        None
+    };
+    let served = serve_with_token(
         listener,
         backend,
         config.retention,
         config.api_token.clone(),
         shutdown_signal(),
     )
-    .await
+    .await;
+    if let Some(broker) = broker {
+        // Waiting workers are told to quit; running jobs stay leased and run again elsewhere.
+        broker.shutdown().await.context("stopping the broker")?;
+    }
+    served
 }
 
 /// Serves the API on `listener` over `backend`, with maintenance, until `shutdown` completes;
