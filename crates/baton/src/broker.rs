@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// The worker's name, as the broker's status shows it [default: baton:HOST:PID]
     #[arg(long)]
     pub name: Option<String>,
+    /// How long a waiting worker hears nothing from the broker before it reconnects (the
+    /// broker pings waiting workers every 10 s), e.g. 30s
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub reply_timeout: Duration,
     /// The command run for each job: the job (JSON) on its stdin; exit status 0 and its stdout
     /// (JSON if it parses, else text) are the result; any other status fails the job
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -64,7 +68,9 @@ fn endpoint(file: Option<&Path>, flag: Option<&String>) -> anyhow::Result<String
 pub async fn run_worker(file: Option<&Path>, args: WorkerArgs) -> anyhow::Result<()> {
     let endpoint = endpoint(file, args.broker.as_ref())?;
     tracing::info!(%endpoint, queue = %args.queue, "baton worker running {:?}", args.command);
-    let mut worker = Worker::new(endpoint, &args.queue).concurrency(args.concurrency as usize);
+    let mut worker = Worker::new(endpoint, &args.queue)
+        .concurrency(args.concurrency as usize)
+        .reply_timeout(args.reply_timeout);
     if let Some(name) = args.name {
         worker = worker.name(name);
     }

@@ -81,6 +81,9 @@ pub struct BrokerSettings {
     /// The secret a `quit` command must carry; without one, `quit` is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quit_token: Option<ApiToken>,
+    /// A job's execution timeout when it sets none; past it the job follows its retry policy.
+    #[serde(with = "human_duration")]
+    pub job_timeout: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -90,6 +93,7 @@ impl Default for BrokerSettings {
             endpoint: "tcp://127.0.0.1:5555".to_owned(),
             publish_endpoint: None,
             quit_token: None,
+            job_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -44,6 +44,7 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
                 endpoint: settings.endpoint.clone(),
                 publish_endpoint: settings.publish_endpoint.clone(),
                 quit_token: settings.quit_token.as_ref().map(|token| token.0.clone()),
+                default_timeout: settings.job_timeout,
                 ..baton_broker::BrokerConfig::default()
             },
         )

@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod bench_pool;
 mod bench_sync;
+mod broker;
 mod cli;
 mod config;
 mod master;
