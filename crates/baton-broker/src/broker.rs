@@ -212,7 +212,7 @@ enum Event {
         peer: PeerId,
         body: Value,
     },
-    Enqueued(QueueName),
+    Enqueued(QueueName, JobId),
     Reserved {
         queue: QueueName,
         result: baton_core::Result<Vec<Reserved>>,
@@ -736,7 +736,7 @@ impl State {
         self.spawn_reply(peer, async move {
             match backend.enqueue(&job).await {
                 Ok(id) => {
-                    let _ = events.send(Event::Enqueued(job.queue().clone()));
+                    let _ = events.send(Event::Enqueued(job.queue().clone(), id));
                     json!({"status": "success", "job_id": id.to_string()})
                 }
                 Err(error) => error_reply(error),
@@ -769,8 +769,9 @@ impl State {
                 let delimited = self.owed.get(&peer).copied().unwrap_or(false);
                 self.reply(&peer, delimited, body).await;
             }
-            Event::Enqueued(queue) => {
+            Event::Enqueued(queue, id) => {
                 self.queues.entry(queue).or_default().ready = true;
+                self.notice(id, JobState::Pending).await;
             }
             Event::Reserved { queue, result } => {
                 let state = self.queues.entry(queue.clone()).or_default();
@@ -943,11 +944,7 @@ impl State {
         BrokerStats::bump(&self.stats.dispatched);
         let delimited = self.owed.get(&peer).copied().unwrap_or(true);
         self.reply(&peer, delimited, message).await;
-        if let Some(publisher) = &mut self.publisher {
-            let _ = publisher
-                .publish(format!("{id}\n{}", status_string(JobState::Running)))
-                .await;
-        }
+        self.notice(id, JobState::Running).await;
         if let Some(timeout) = timeout.filter(|t| *t != self.config.default_timeout) {
             let backend = self.backend.clone();
             let events = self.events_tx.clone();
@@ -1106,16 +1103,27 @@ impl State {
                 map.insert(peer.to_hex(), description);
             }
         }
-        json!({"status": "OK", "queues": queues, "workers": self.workers.len(), "jobs_in_progress": self.busy.len()})
+        json!({
+            "status": "OK",
+            "queues": queues,
+            "workers": self.workers.len(),
+            "jobs_in_progress": self.busy.len(),
+            "notify_waiting": self.notifies.len(),
+        })
     }
 
-    async fn publish(&mut self, job: &Job) {
+    /// Publishes `<id>\n<status>` on the PUB socket, if there is one.
+    async fn notice(&mut self, id: JobId, state: JobState) {
         if let Some(publisher) = &mut self.publisher {
-            let notice = format!("{}\n{}", job.id, status_string(job.state));
+            let notice = format!("{id}\n{}", status_string(state));
             if let Err(error) = publisher.publish(notice).await {
                 tracing::debug!(%error, "publishing a state change failed");
             }
         }
+    }
+
+    async fn publish(&mut self, job: &Job) {
+        self.notice(job.id, job.state).await;
         if job.state == JobState::Succeeded || job.state.is_terminal() {
             BrokerStats::bump(&self.stats.completed);
         }

@@ -480,3 +480,111 @@ async fn malformed_input_is_answered_or_dropped_and_others_are_still_served() {
     assert!(client.fetch(&id).await.is_ok());
     broker.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn the_publisher_announces_each_state_change_under_the_job_id() {
+    let backend = Arc::new(MemoryBackend::new());
+    let broker = broker(
+        &backend,
+        BrokerConfig {
+            publish_endpoint: Some("tcp://127.0.0.1:0".into()),
+            ..config()
+        },
+    )
+    .await;
+    let endpoint = broker.endpoint().to_owned();
+    let mut subscriber = zeromq::SubSocket::new();
+    subscriber
+        .connect(broker.publish_endpoint().expect("a PUB endpoint"))
+        .await
+        .expect("connect");
+    subscriber.subscribe("").await.expect("subscribe");
+    let mut client = Client::new(&endpoint);
+    // A subscription takes effect asynchronously: enqueue until a notice arrives.
+    let mut first = None;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while first.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no notice arrived");
+        let id = client
+            .enqueue(json!({"queue": "q"}))
+            .await
+            .expect("enqueue");
+        if let Ok(Ok(notice)) =
+            tokio::time::timeout(Duration::from_millis(200), subscriber.recv()).await
+        {
+            first = Some((id, notice));
+        }
+    }
+    let (_, notice) = first.expect("a notice");
+    let text = String::from_utf8(notice.into_vec()[0].to_vec()).expect("text");
+    assert!(text.ends_with("\npending"), "{text:?}");
+    // Filter on one job: it goes pending, in progress, completed.
+    let id = client
+        .enqueue(json!({"queue": "watched"}))
+        .await
+        .expect("enqueue");
+    let worker = Worker::new(&endpoint, "watched").spawn(|_| async { Outcome::Success(json!(1)) });
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("completed") {
+        let notice = tokio::time::timeout(WAIT, subscriber.recv())
+            .await
+            .expect("a notice in time")
+            .expect("recv");
+        let text = String::from_utf8(notice.into_vec()[0].to_vec()).expect("text");
+        if let Some(status) = text.strip_prefix(&format!("{id}\n")) {
+            seen.push(status.to_owned());
+        }
+    }
+    assert_eq!(seen, ["pending", "in progress", "completed"]);
+    worker.stop().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn requests_past_the_pending_reply_limit_are_refused_at_once() {
+    let backend = Arc::new(MemoryBackend::new());
+    let broker = broker(
+        &backend,
+        BrokerConfig {
+            max_pending_replies: 2,
+            ..config()
+        },
+    )
+    .await;
+    let endpoint = broker.endpoint().to_owned();
+    let mut client = Client::new(&endpoint);
+    let id = client
+        .enqueue(json!({"queue": "nobody"}))
+        .await
+        .expect("enqueue");
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let mut peer = Req::connect(&endpoint).await;
+        peer.send(json!({"command": "notify", "job_id": id})).await;
+        waiting.push(peer);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.status().await.expect("status")["notify_waiting"] != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notify calls never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut third = Req::connect(&endpoint).await;
+    let refused = third.ask(json!({"command": "notify", "job_id": id})).await;
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many"),
+        "{refused}"
+    );
+    // The waiting ones are answered when the job ends.
+    client.cancel(&id).await.expect("cancel");
+    for peer in &mut waiting {
+        assert_eq!(peer.recv().await["status"], "canceled");
+    }
+    broker.shutdown().await.expect("shutdown");
+}
