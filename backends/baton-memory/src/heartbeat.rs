@@ -1,4 +1,4 @@
-//! [`Heartbeat`] in memory: each owner's last beat time and expiry.
+//! [`Heartbeat`] in memory: one expiry time per owner.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,25 +8,19 @@ use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 
 use crate::{MemoryBackend, lock};
 
-/// Each owner's last beat: when it arrived and when it expires.
+/// Each owner's heartbeat expiry, and when its last beat arrived.
 #[derive(Default)]
 pub(crate) struct Heartbeats {
-    beats: HashMap<Owner, Stamp>,
-}
-
-/// One owner's last beat.
-#[derive(Clone, Copy)]
-struct Stamp {
-    at: Timestamp,
-    expires: Timestamp,
+    expires: HashMap<Owner, Timestamp>,
+    beat_at: HashMap<Owner, Timestamp>,
 }
 
 impl Heartbeats {
     /// Whether `owner` beat once and its last beat has expired.
     pub(crate) fn is_dead(&self, owner: &Owner, now: Timestamp) -> bool {
-        self.beats
+        self.expires
             .get(owner)
-            .is_some_and(|beat| beat.expires <= now)
+            .is_some_and(|expires| *expires <= now)
     }
 }
 
@@ -34,11 +28,11 @@ impl Heartbeats {
 impl Heartbeat for MemoryBackend {
     async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
-        let at = self.now();
-        let expires = at.saturating_add(ttl);
-        lock(&self.inner.heartbeats)
-            .beats
-            .insert(owner.clone(), Stamp { at, expires });
+        let now = self.now();
+        let expires = now.saturating_add(ttl);
+        let mut heartbeats = lock(&self.inner.heartbeats);
+        heartbeats.expires.insert(owner.clone(), expires);
+        heartbeats.beat_at.insert(owner.clone(), now);
         Ok(())
     }
 
@@ -46,18 +40,18 @@ impl Heartbeat for MemoryBackend {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
         Ok(heartbeats
-            .beats
+            .expires
             .get(owner)
-            .is_some_and(|beat| beat.expires > now))
+            .is_some_and(|expires| *expires > now))
     }
 
     async fn dead_owners(&self) -> Result<Vec<Owner>> {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
         let mut dead: Vec<Owner> = heartbeats
-            .beats
+            .expires
             .iter()
-            .filter(|(_, beat)| beat.expires <= now)
+            .filter(|(_, expires)| **expires <= now)
             .map(|(owner, _)| owner.clone())
             .collect();
         dead.sort();
@@ -67,15 +61,22 @@ impl Heartbeat for MemoryBackend {
     async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
-        Ok(heartbeats.beats.get(owner).map(|beat| Beat {
-            at: Some(beat.at),
-            expires_at: beat.expires,
-            alive: beat.expires > now,
+        let (Some(&expires_at), Some(&at)) =
+            (heartbeats.expires.get(owner), heartbeats.beat_at.get(owner))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Beat {
+            at: Some(at),
+            expires_at,
+            alive: expires_at > now,
         }))
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {
-        lock(&self.inner.heartbeats).beats.remove(owner);
+        let mut heartbeats = lock(&self.inner.heartbeats);
+        heartbeats.expires.remove(owner);
+        heartbeats.beat_at.remove(owner);
         Ok(())
     }
 }
