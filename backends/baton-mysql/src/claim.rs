@@ -14,7 +14,7 @@ use baton_core::{
 use baton_sql::from_sqlx;
 use sqlx::{MySqlConnection, Row};
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::sql::{TxError, millis, now, retrying};
 
 const LOCK_SEQ: &str = "SELECT value FROM {prefix}counters WHERE name = 'claim_seq' FOR UPDATE";
@@ -60,7 +60,7 @@ fn token_i64(token: FencingToken) -> i64 {
     i64::try_from(token.get()).unwrap_or(i64::MAX)
 }
 
-impl MysqlBackend {
+impl MysqlStore {
     /// Takes `n` consecutive sequence numbers; returns the first. Locks the counter row until
     /// the transaction ends.
     async fn take_seqs(&self, conn: &mut MySqlConnection, n: usize) -> Result<i64, TxError> {
@@ -77,7 +77,7 @@ impl MysqlBackend {
     }
 
     async fn add_once(&self, pool: &PoolName, items: &[&ItemId]) -> Result<u64, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let mut seq = self.take_seqs(&mut tx, items.len()).await?;
         let mut added = 0;
         for chunk in items.chunks(CHUNK) {
@@ -118,7 +118,7 @@ impl MysqlBackend {
         owner: &Owner,
         ttl: Duration,
     ) -> Result<Option<ClaimLease>, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let mut found = sqlx::query(self.stmt(OLDEST_UNCLAIMED))
             .bind(pool.as_str())
@@ -194,7 +194,7 @@ impl MysqlBackend {
         claim: &ClaimLease,
         ttl: Duration,
     ) -> Result<ClaimLease, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = self.check_claim(&mut tx, claim).await?;
         let expires_at = now.saturating_add(millis(ttl));
         sqlx::query(self.stmt(RENEW))
@@ -237,7 +237,7 @@ impl MysqlBackend {
     }
 
     async fn release_claim_once(&self, claim: &ClaimLease) -> Result<(), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         // The counter row first, as every call that takes sequence numbers does.
         self.take_seqs(&mut tx, 0).await?;
         self.check_claim(&mut tx, claim).await?;
@@ -248,7 +248,7 @@ impl MysqlBackend {
     }
 
     async fn release_all_once(&self, pool: &PoolName, owner: &Owner) -> Result<u64, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         self.take_seqs(&mut tx, 0).await?;
         let items: Vec<String> = sqlx::query(self.stmt(HELD_BY))
             .bind(pool.as_str())
@@ -264,7 +264,7 @@ impl MysqlBackend {
     }
 
     async fn reap_once(&self, pool: &PoolName) -> Result<Vec<ItemId>, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         self.take_seqs(&mut tx, 0).await?;
         let now = now(&mut tx).await?;
         let dead: HashSet<String> = sqlx::query(self.stmt(DEAD_OWNERS))
@@ -294,7 +294,7 @@ impl MysqlBackend {
 }
 
 #[async_trait]
-impl Claim for MysqlBackend {
+impl Claim for MysqlStore {
     async fn add(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
         validate_items(items)?;
         let items = distinct(items);

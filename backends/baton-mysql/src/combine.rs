@@ -13,7 +13,7 @@ use baton_sql::JobRow;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::job_logic::{Outbox, end_attempt, finish, is_current};
 use crate::sql::{TxError, now, retrying};
 
@@ -47,7 +47,7 @@ impl Completions {
     }
 }
 
-impl MysqlBackend {
+impl MysqlStore {
     /// Completes `lease`'s job with `result`, in a transaction shared with the completions
     /// queued meanwhile.
     pub(crate) async fn complete_combined(&self, lease: &JobLease, result: Value) -> Result<Job> {
@@ -110,7 +110,7 @@ impl MysqlBackend {
         &self,
         requests: &[(&JobLease, &Value)],
     ) -> Result<(Vec<Option<Job>>, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let mut ids: Vec<i64> = requests.iter().map(|(lease, _)| lease.job.get()).collect();
         ids.sort_unstable();

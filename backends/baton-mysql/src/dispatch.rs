@@ -10,7 +10,7 @@ use baton_sql::{EventRow, FetchEvents, from_sqlx};
 use futures::FutureExt;
 use sqlx::MySqlPool;
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 
 use crate::sql::Statements;
 
@@ -93,7 +93,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[async_trait]
-impl Dispatch for MysqlBackend {
+impl Dispatch for MysqlStore {
     async fn wake(&self, queue: &QueueName) -> Result<()> {
         self.inner.hub.wake(queue);
         self.publish_remote(&baton_sql::wake_event(queue)).await
@@ -113,7 +113,7 @@ impl Dispatch for MysqlBackend {
     }
 }
 
-impl MysqlBackend {
+impl MysqlStore {
     async fn publish_remote(&self, event: &JobEvent) -> Result<()> {
         let mut conn = self.inner.pool.acquire().await.map_err(from_sqlx)?;
         self.write_events(&mut conn, std::slice::from_ref(event))

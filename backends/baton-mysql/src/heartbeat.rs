@@ -8,7 +8,7 @@ use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 use baton_sql::from_sqlx;
 use sqlx::Row;
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::sql::millis;
 
 const BEAT: &str = "INSERT INTO {prefix}heartbeats (owner, expires_at, beat_at) \
@@ -22,7 +22,7 @@ const DEAD: &str = "SELECT owner FROM {prefix}heartbeats WHERE expires_at <= {no
 const FORGET: &str = "DELETE FROM {prefix}heartbeats WHERE owner = ?";
 
 #[async_trait]
-impl Heartbeat for MysqlBackend {
+impl Heartbeat for MysqlStore {
     async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
         sqlx::query(self.stmt(BEAT))

@@ -11,7 +11,7 @@ use baton_core::{
 use baton_sql::{JobRow, encode_history, encode_json, encode_retry};
 use sqlx::{MySqlConnection, Row};
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::sql::{TxError, millis, now};
 
 use crate::job_logic::{
@@ -85,7 +85,7 @@ pub(crate) const INSERT_CHUNK: usize = 1000;
 /// (16 MiB by default on MariaDB).
 pub(crate) const INSERT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-impl MysqlBackend {
+impl MysqlStore {
     /// Delivers a committed change to this process's subscribers and waiters.
     pub(crate) fn deliver(&self, outbox: &Outbox) {
         for event in &outbox.events {
@@ -165,7 +165,7 @@ impl MysqlBackend {
         lease: &JobLease,
         change: impl Fn(&mut Job, i64),
     ) -> Result<(Job, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let mut job = self
             .lock_job(&mut tx, lease.job)
@@ -187,7 +187,7 @@ impl MysqlBackend {
         &self,
         jobs: &[NewJob],
     ) -> Result<(Vec<JobId>, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in insert_chunks(jobs, self.inner.consecutive_ids) {
@@ -252,7 +252,7 @@ impl MysqlBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<(Vec<Reserved>, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let expires_at = now.saturating_add(millis(lease_ttl));
         // One ordered index scan per queue, each stopping at `max`, merged here: a single
@@ -317,7 +317,7 @@ impl MysqlBackend {
     }
 
     pub(crate) async fn cancel_once(&self, id: JobId) -> Result<(Job, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let mut job = self
             .lock_job(&mut tx, id)
@@ -345,7 +345,7 @@ impl MysqlBackend {
 
     /// One batch of expired leases; returns the jobs it touched.
     pub(crate) async fn requeue_once(&self) -> Result<(Vec<JobId>, Outbox), TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let rows: Vec<JobRow> = sqlx::query_as(self.stmt(SELECT_EXPIRED))
             .bind(now)

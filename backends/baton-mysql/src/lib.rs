@@ -80,7 +80,7 @@ use std::time::Duration;
 
 use baton_core::{Error, Result};
 use baton_hub::Hub;
-use baton_sql::{EventPoller, MigrationFile, TablePrefix, from_sqlx};
+use baton_sql::{Connect, Detached, EventPoller, MigrationFile, TablePrefix, from_sqlx};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, Row};
 
@@ -126,9 +126,15 @@ impl MysqlConfig {
     }
 }
 
-/// Baton on MySQL or MariaDB: a cheap, cloneable handle to one connection pool.
+/// Baton on MySQL or MariaDB: a cheap, cloneable handle to one connection pool, each of whose
+/// calls runs to its end even if its caller stops waiting (see [`Detached`]).
+pub type MysqlBackend = Detached<MysqlStore>;
+
+/// Baton's tables in a MySQL or MariaDB database, called directly. A call whose future is
+/// dropped mid-statement can leave its connection waiting for an answer that never comes, lost
+/// to the pool; [`MysqlBackend`] runs every call in a task of its own so that this cannot happen.
 #[derive(Clone)]
-pub struct MysqlBackend {
+pub struct MysqlStore {
     inner: Arc<Inner>,
 }
 
@@ -146,9 +152,9 @@ struct Inner {
     _poller: EventPoller,
 }
 
-impl std::fmt::Debug for MysqlBackend {
+impl std::fmt::Debug for MysqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlBackend")
+        f.debug_struct("MysqlStore")
             .field("origin", &self.inner.origin)
             .finish_non_exhaustive()
     }
@@ -191,7 +197,15 @@ async fn migrate(pool: &MySqlPool, prefix: &TablePrefix) -> Result<()> {
     released.map(|_| ())
 }
 
-impl MysqlBackend {
+impl Connect for MysqlStore {
+    type Config = MysqlConfig;
+
+    fn connect(config: MysqlConfig) -> impl std::future::Future<Output = Result<Self>> {
+        Self::connect(config)
+    }
+}
+
+impl MysqlStore {
     /// Connects, applies the migrations (safe when several processes start at once) and starts
     /// polling other processes' events.
     ///

@@ -12,7 +12,7 @@ use baton_sql::from_sqlx;
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlConnection, Row};
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::sql::{TxError, millis, now, retrying};
 
 /// How often a waiter looks again when no release in this process told it to: a holder may
@@ -84,7 +84,7 @@ impl LockRow {
     }
 }
 
-impl MysqlBackend {
+impl MysqlStore {
     async fn lock_rows(
         &self,
         conn: &mut MySqlConnection,
@@ -112,7 +112,7 @@ impl MysqlBackend {
             insert = insert.bind(name.as_str());
         }
         insert.execute(&self.inner.pool).await?;
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let rows = self.lock_rows(&mut tx, names).await?;
         let busy: Vec<LockHolder> = rows
@@ -149,7 +149,7 @@ impl MysqlBackend {
     }
 
     async fn renew_once(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let rows = self.lock_rows(&mut tx, &lease.names).await?;
         let current = rows.len() == lease.names.len()
@@ -183,7 +183,7 @@ impl MysqlBackend {
     }
 
     async fn release_once(&self, lease: &LockLease) -> Result<bool, TxError> {
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let rows = self.lock_rows(&mut tx, &lease.names).await?;
         let all_current = rows.len() == lease.names.len()
@@ -205,7 +205,7 @@ impl MysqlBackend {
 }
 
 #[async_trait]
-impl Lock for MysqlBackend {
+impl Lock for MysqlStore {
     async fn acquire(&self, request: &LockRequest) -> Result<Acquire> {
         let deadline = tokio::time::Instant::now() + request.wait();
         loop {

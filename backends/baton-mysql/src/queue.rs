@@ -13,14 +13,14 @@ use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::MysqlBackend;
+use crate::MysqlStore;
 use crate::sql::{TxError, millis, now, retrying};
 
 use crate::job_logic::{end_attempt, retry_or_fail};
 use crate::jobs::{COUNTS, PURGE, SELECT_JOB, SELECT_LAST};
 
 #[async_trait]
-impl Queue for MysqlBackend {
+impl Queue for MysqlStore {
     async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
         let (ids, outbox) = retrying(|| self.enqueue_once(std::slice::from_ref(job))).await?;
         self.deliver(&outbox);

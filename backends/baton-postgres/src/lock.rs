@@ -58,7 +58,7 @@ impl PostgresBackend {
     /// One attempt at taking every lock of `request`, in one transaction.
     async fn try_acquire(&self, request: &LockRequest) -> Result<Acquire> {
         let names = names_of(request.names());
-        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         sqlx::query(self.inner.sql.lock_insert.clone())
             .bind(&names)
             .execute(&mut *tx)
@@ -132,7 +132,7 @@ impl Lock for PostgresBackend {
     async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
         validate_ttl(ttl)?;
         let names = names_of(&lease.names);
-        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let rows = sqlx::query(self.inner.sql.lock_renew.clone())
             .bind(&names)
             .bind(lease.lease.owner().as_str())

@@ -83,7 +83,7 @@ impl PostgresBackend {
     /// Requeues or fails up to [`REQUEUE_BATCH`] expired jobs in one transaction; says whether
     /// more may be left.
     async fn requeue_expired_batch(&self) -> Result<(Vec<JobId>, bool)> {
-        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let rows = sqlx::query(self.inner.sql.select_expired.clone())
             .fetch_all(&mut *tx)
             .await
@@ -269,7 +269,7 @@ impl Queue for PostgresBackend {
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
         let error = truncate_error(error);
-        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let row = sqlx::query(self.inner.sql.select_current.clone())
             .bind(lease.job.get())
             .bind(lease.lease.owner().as_str())
@@ -292,7 +292,7 @@ impl Queue for PostgresBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<Job> {
-        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let row = sqlx::query(self.inner.sql.select_for_update.clone())
             .bind(id.get())
             .fetch_optional(&mut *tx)

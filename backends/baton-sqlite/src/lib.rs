@@ -200,12 +200,7 @@ impl SqliteBackend {
     /// Begins a write transaction in `turn`, this process's write turn, and reads the
     /// database's time in it.
     pub(crate) async fn begin<'a>(&'a self, turn: MutexGuard<'a, ()>) -> Result<Write<'a>> {
-        let mut tx = self
-            .inner
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(from_sqlx)?;
+        let mut tx = baton_sql::begin(&self.inner.pool, Some("BEGIN IMMEDIATE")).await?;
         let now: i64 = sqlx::query_scalar(self.inner.sql.now.clone())
             .fetch_one(&mut *tx)
             .await

@@ -9,6 +9,7 @@ use baton_core::{
     QueueName,
 };
 use baton_sqlite::{SqliteBackend, SqliteConfig};
+use baton_testkit::drop_lock_calls;
 use futures::StreamExt;
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -181,4 +182,30 @@ async fn handles_opening_a_new_file_at_once_all_migrate_it() {
         .await
         .unwrap();
     assert_eq!(again.counts(&queue).await.unwrap().pending, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_mid_flight_loses_no_connection_and_leaves_no_transaction_open() {
+    let scratch = Scratch::new("dropped");
+    // Few connections, so that the calls after a drop reuse the connection it left behind.
+    let mut config = SqliteConfig::new(scratch.url());
+    config.max_connections = 2;
+    let backend = SqliteBackend::connect(config).await.expect("open");
+    let observer = SqliteBackend::connect(SqliteConfig::new(scratch.url()))
+        .await
+        .expect("open again");
+    let queue = QueueName::new("after-drops").expect("a name");
+    let dropped = drop_lock_calls(&backend, async |round| {
+        let job = NewJob::new(queue.clone(), serde_json::json!(round)).expect("a job");
+        let id = tokio::time::timeout(WITHIN, backend.enqueue(&job))
+            .await
+            .expect("an enqueue after a dropped call finishes")
+            .expect("enqueue");
+        assert!(
+            observer.get(id).await.expect("get").is_some(),
+            "job {id}, enqueued after call {round} was dropped, is not visible to another handle"
+        );
+    })
+    .await;
+    assert!(dropped > 0, "no call was dropped mid-flight");
 }
