@@ -1,4 +1,4 @@
-//! [`Heartbeat`] in memory: one expiry time per owner.
+//! [`Heartbeat`] in memory: each owner's last beat time and expiry.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,19 +8,25 @@ use baton_core::{Beat, Heartbeat, Owner, Result, Timestamp, validate_ttl};
 
 use crate::{MemoryBackend, lock};
 
-/// Each owner's heartbeat expiry, and when its last beat arrived.
+/// Each owner's last beat: when it arrived and when it expires.
 #[derive(Default)]
 pub(crate) struct Heartbeats {
-    expires: HashMap<Owner, Timestamp>,
-    beat_at: HashMap<Owner, Timestamp>,
+    beats: HashMap<Owner, Stamp>,
+}
+
+/// One owner's last beat.
+#[derive(Clone, Copy)]
+struct Stamp {
+    at: Timestamp,
+    expires: Timestamp,
 }
 
 impl Heartbeats {
     /// Whether `owner` beat once and its last beat has expired.
     pub(crate) fn is_dead(&self, owner: &Owner, now: Timestamp) -> bool {
-        self.expires
+        self.beats
             .get(owner)
-            .is_some_and(|expires| *expires <= now)
+            .is_some_and(|beat| beat.expires <= now)
     }
 }
 
@@ -28,11 +34,11 @@ impl Heartbeats {
 impl Heartbeat for MemoryBackend {
     async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
-        let now = self.now();
-        let expires = now.saturating_add(ttl);
-        let mut heartbeats = lock(&self.inner.heartbeats);
-        heartbeats.expires.insert(owner.clone(), expires);
-        heartbeats.beat_at.insert(owner.clone(), now);
+        let at = self.now();
+        let expires = at.saturating_add(ttl);
+        lock(&self.inner.heartbeats)
+            .beats
+            .insert(owner.clone(), Stamp { at, expires });
         Ok(())
     }
 
@@ -40,18 +46,18 @@ impl Heartbeat for MemoryBackend {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
         Ok(heartbeats
-            .expires
+            .beats
             .get(owner)
-            .is_some_and(|expires| *expires > now))
+            .is_some_and(|beat| beat.expires > now))
     }
 
     async fn dead_owners(&self) -> Result<Vec<Owner>> {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
         let mut dead: Vec<Owner> = heartbeats
-            .expires
+            .beats
             .iter()
-            .filter(|(_, expires)| **expires <= now)
+            .filter(|(_, beat)| beat.expires <= now)
             .map(|(owner, _)| owner.clone())
             .collect();
         dead.sort();
@@ -61,22 +67,15 @@ impl Heartbeat for MemoryBackend {
     async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
         let now = self.now();
         let heartbeats = lock(&self.inner.heartbeats);
-        let (Some(&expires_at), Some(&at)) =
-            (heartbeats.expires.get(owner), heartbeats.beat_at.get(owner))
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Beat {
-            at: Some(at),
-            expires_at,
-            alive: expires_at > now,
+        Ok(heartbeats.beats.get(owner).map(|beat| Beat {
+            at: Some(beat.at),
+            expires_at: beat.expires,
+            alive: beat.expires > now,
         }))
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {
-        let mut heartbeats = lock(&self.inner.heartbeats);
-        heartbeats.expires.remove(owner);
-        heartbeats.beat_at.remove(owner);
+        lock(&self.inner.heartbeats).beats.remove(owner);
         Ok(())
     }
 }

@@ -164,7 +164,6 @@ pub async fn start(
         notifies: HashSet::new(),
         queues: HashMap::new(),
         ping_seq: 0,
-        wake_queues: Vec::new(),
         wake_task: None,
     };
     let task = tokio::spawn(state.run(events, stopped));
@@ -189,8 +188,12 @@ enum WorkerState {
     Idle { since: Instant },
     /// Sent an `idle` ping; must answer by `deadline`.
     Pinged { ping: String, deadline: Instant },
-    /// Running a job under `lease`.
-    Busy { lease: JobLease, job: Value },
+    /// Running a job under `lease`, with its execution timeout; `job` is the message sent.
+    Busy {
+        lease: JobLease,
+        timeout: Duration,
+        job: Value,
+    },
 }
 
 /// A queue's dispatch state.
@@ -250,7 +253,6 @@ struct State {
     notifies: HashSet<PeerId>,
     queues: HashMap<QueueName, QueueState>,
     ping_seq: u64,
-    wake_queues: Vec<QueueName>,
     wake_task: Option<JoinHandle<()>>,
 }
 
@@ -529,63 +531,45 @@ impl State {
     }
 
     async fn on_completed(&mut self, peer: PeerId, delimited: bool, completion: Completion) {
-        let worker = self.workers.get_mut(&peer);
-        let queue = worker.as_ref().map(|worker| worker.queue.clone());
-        let mut lease = None;
-        if let Some(worker) = worker {
-            match &worker.state {
-                WorkerState::Busy { lease: held, .. }
-                    if completion.job_id.as_deref() == Some(&held.job.to_string()) =>
-                {
-                    lease = Some(held.clone());
+        // Whatever the connection was doing, it is done: what did the completion answer?
+        let mut answers_ping = false;
+        let mut held = None;
+        let queue = self.workers.get_mut(&peer).map(|worker| {
+            let idle = WorkerState::Idle {
+                since: Instant::now(),
+            };
+            match std::mem::replace(&mut worker.state, idle) {
+                WorkerState::Busy { lease, .. } => held = Some(lease),
+                WorkerState::Pinged { ping, .. } => {
+                    answers_ping = completion.job_id.is_none()
+                        || completion.job_id.as_deref() == Some(ping.as_str());
                 }
-                WorkerState::Pinged { ping, .. }
-                    if completion.job_id.is_none()
-                        || completion.job_id.as_deref() == Some(ping) =>
-                {
-                    // The answer to an idle ping.
-                }
-                _ => {}
+                WorkerState::Idle { .. } => {}
             }
-        }
-        if let Some(held) = &lease {
+            worker.queue.clone()
+        });
+        if let Some(held) = &held {
             self.busy.remove(&held.job);
         }
-        let is_ping_answer = lease.is_none()
-            && matches!(
-                self.workers.get(&peer).map(|w| &w.state),
-                Some(WorkerState::Pinged { .. })
-            );
-        if lease.is_none() && !is_ping_answer {
+        let job = completion.job_id.as_deref().and_then(|id| id.parse().ok());
+        let lease = match (held, job, completion.token) {
+            (Some(held), Some(job), _) if held.job == JobId::new(job) => Some(held),
+            _ if answers_ping => None,
             // Not the job this connection holds: with a token, the backend judges it; without
             // one it is a late completion (the job was taken back and may run elsewhere).
-            let job = completion.job_id.as_deref().and_then(|id| id.parse().ok());
-            match (job, completion.token) {
-                (Some(job), Some(token)) => {
-                    lease = Some(JobLease {
-                        job: JobId::new(job),
-                        lease: Lease::granted(self.owner.clone(), token, Timestamp::EPOCH),
-                    });
-                }
-                (Some(_), None) => {
-                    BrokerStats::bump(&self.stats.rejected_completions);
-                    tracing::warn!(%peer, job = ?completion.job_id, "late completion rejected: the job is no longer this worker's");
-                }
-                (None, _) => {}
+            (_, Some(job), Some(token)) => Some(self.token_lease(JobId::new(job), token)),
+            (_, Some(_), None) => {
+                BrokerStats::bump(&self.stats.rejected_completions);
+                tracing::warn!(%peer, job = ?completion.job_id, "late completion rejected: the job is no longer this worker's");
+                None
             }
-        }
+            (_, None, _) => None,
+        };
         if let Some(lease) = lease {
             self.finish(lease, &completion);
         }
         match (completion.ready && delimited, queue) {
-            (true, Some(queue)) => {
-                if let Some(worker) = self.workers.get_mut(&peer) {
-                    worker.state = WorkerState::Idle {
-                        since: Instant::now(),
-                    };
-                }
-                self.make_idle(&peer, &queue);
-            }
+            (true, Some(queue)) => self.make_idle(&peer, &queue),
             (true, None) => {
                 // A worker the broker does not know (it restarted): without its queue it
                 // cannot be given work; ask it to say ready again.
@@ -597,12 +581,7 @@ impl State {
                 .await;
             }
             (false, _) => {
-                if let Some(worker) = self.workers.get_mut(&peer) {
-                    // Its job is recorded above: leaving must not fail it again.
-                    worker.state = WorkerState::Idle {
-                        since: Instant::now(),
-                    };
-                }
+                // Idle now, so leaving does not fail the job recorded above.
                 self.drop_worker(&peer, "it finished without asking for more");
                 self.reply(&peer, delimited, json!({"status": "thanks"}))
                     .await;
@@ -648,21 +627,19 @@ impl State {
         timeout: Option<Duration>,
         token: Option<baton_core::FencingToken>,
     ) {
+        // The job as this broker handed it out: its worker, lease and timeout.
         let held = job.id.and_then(|id| {
             let worker = self.busy.get(&id)?;
             match &self.workers.get(worker)?.state {
-                WorkerState::Busy { lease, job } => {
-                    Some((worker.clone(), lease.clone(), job.clone()))
+                WorkerState::Busy { lease, timeout, .. } => {
+                    Some((Some(worker.clone()), lease.clone(), Some(*timeout)))
                 }
                 _ => None,
             }
         });
-        let lease = match (held, job.id, token) {
-            (Some((_, lease, _)), _, _) => lease,
-            (None, Some(id), Some(token)) => JobLease {
-                job: id,
-                lease: Lease::granted(self.owner.clone(), token, Timestamp::EPOCH),
-            },
+        let (worker, lease, own_timeout) = match (held, job.id, token) {
+            (Some(held), _, _) => held,
+            (None, Some(id), Some(token)) => (None, self.token_lease(id, token), None),
             _ => {
                 let reply = error_reply("the specified job does not appear to be in progress");
                 self.spawn_reply(peer, async move { reply });
@@ -670,12 +647,11 @@ impl State {
             }
         };
         let ttl = timeout
-            .or_else(|| self.running_timeout(&lease.job))
-            .unwrap_or(self.config.default_timeout);
-        let ttl = ttl.max(Duration::from_millis(1));
+            .or(own_timeout)
+            .unwrap_or(self.config.default_timeout)
+            .max(Duration::from_millis(1));
         let backend = self.backend.clone();
         let events = self.events_tx.clone();
-        let worker = self.busy.get(&lease.job).cloned();
         self.spawn_reply(peer, async move {
             match backend.touch(&lease, ttl).await {
                 Ok(lease) => {
@@ -703,15 +679,12 @@ impl State {
         });
     }
 
-    fn running_timeout(&self, job: &JobId) -> Option<Duration> {
-        let worker = self.busy.get(job)?;
-        match &self.workers.get(worker)?.state {
-            WorkerState::Busy { job, .. } => job
-                .get("timeout")
-                .and_then(Value::as_f64)
-                .filter(|t| t.is_finite() && *t > 0.0)
-                .map(Duration::from_secs_f64),
-            _ => None,
+    /// The lease a Baton worker names by its token, for a job this broker run does not know
+    /// (it started before a restart): the backend judges it by owner and token.
+    fn token_lease(&self, job: JobId, token: baton_core::FencingToken) -> JobLease {
+        JobLease {
+            job,
+            lease: Lease::granted(self.owner.clone(), token, Timestamp::EPOCH),
         }
     }
 
@@ -849,12 +822,11 @@ impl State {
 
     /// (Re)opens the wake-up stream on every queue workers have named.
     fn watch_queues(&mut self) {
-        self.wake_queues = self.queues.keys().cloned().collect();
         if let Some(task) = self.wake_task.take() {
             task.abort();
         }
         let backend = self.backend.clone();
-        let queues = self.wake_queues.clone();
+        let queues: Vec<QueueName> = self.queues.keys().cloned().collect();
         let events = self.events_tx.clone();
         self.wake_task = Some(tokio::spawn(async move {
             loop {
@@ -927,17 +899,15 @@ impl State {
 
     async fn hand_over(&mut self, peer: PeerId, reserved: Reserved) {
         let Reserved { job, lease } = reserved;
-        let timeout = protocol::job_timeout(&job);
-        let message = job_message(
-            &job,
-            lease.lease.token(),
-            timeout.unwrap_or(self.config.default_timeout),
-        );
+        let own_timeout = protocol::job_timeout(&job);
+        let timeout = own_timeout.unwrap_or(self.config.default_timeout);
+        let message = job_message(&job, lease.lease.token(), timeout);
         let id = lease.job;
         self.busy.insert(id, peer.clone());
         if let Some(worker) = self.workers.get_mut(&peer) {
             worker.state = WorkerState::Busy {
                 lease: lease.clone(),
+                timeout,
                 job: message.clone(),
             };
         }
@@ -945,7 +915,7 @@ impl State {
         let delimited = self.owed.get(&peer).copied().unwrap_or(true);
         self.reply(&peer, delimited, message).await;
         self.notice(id, JobState::Running).await;
-        if let Some(timeout) = timeout.filter(|t| *t != self.config.default_timeout) {
+        if let Some(timeout) = own_timeout.filter(|t| *t != self.config.default_timeout) {
             let backend = self.backend.clone();
             let events = self.events_tx.clone();
             tokio::spawn(async move {
@@ -1086,7 +1056,7 @@ impl State {
                 .entry(worker.queue.as_str().to_owned())
                 .or_insert_with(|| json!({}));
             let description = match &worker.state {
-                WorkerState::Busy { lease, job } => json!({
+                WorkerState::Busy { lease, job, .. } => json!({
                     "status": "processing",
                     "name": worker.name,
                     "queue": worker.queue.as_str(),
