@@ -47,11 +47,14 @@ pub(crate) const SELECT_DUE: &str = concat!(
     " FROM {prefix}jobs WHERE state = 'pending' AND queue = ? AND run_at <= ? \
      ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED"
 );
-/// Starts an attempt on each selected job. `history` and `lease_token` are assigned before
-/// `attempts` so that they read the old count on MySQL and MariaDB alike.
-pub(crate) const START_ATTEMPTS: &str = "UPDATE {prefix}jobs SET history = JSON_ARRAY_APPEND(history, '$', \
-     JSON_OBJECT('number', attempts + 1, 'owner', ?, 'started_at', ?, 'finished_at', NULL)), \
-     state = 'running', lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?, \
+/// Starts an attempt on each selected job, for the owner at the same place in the second list
+/// as the job's id in the first. Assignments apply left to right on MySQL and MariaDB alike:
+/// `history` reads the new owner and the old count of attempts.
+pub(crate) const START_ATTEMPTS: &str = "UPDATE {prefix}jobs SET \
+     lease_owner = ELT(FIELD(id, {in}), {in}), \
+     history = JSON_ARRAY_APPEND(history, '$', JSON_OBJECT('number', attempts + 1, \
+     'owner', lease_owner, 'started_at', ?, 'finished_at', NULL)), \
+     state = 'running', lease_token = lease_token + 1, lease_expires_at = ?, \
      attempts = attempts + 1 WHERE id IN ({in})";
 pub(crate) const LOCK_JOB: &str = concat!(
     "SELECT ",
@@ -245,17 +248,20 @@ impl MysqlStore {
         Ok((ids, outbox))
     }
 
-    pub(crate) async fn reserve_once(
+    /// One try at reserving from `queues`, in one transaction, for every request in `wants`
+    /// (an owner and the most jobs it takes): due jobs in priority order, dealt out one at a
+    /// time to each request in turn. Returns each request's jobs, in the order of `wants`.
+    pub(crate) async fn reserve_all_once(
         &self,
         queues: &[QueueName],
-        owner: &Owner,
         lease_ttl: Duration,
-        max: usize,
-    ) -> Result<(Vec<Reserved>, Outbox), TxError> {
+        wants: &[(&Owner, usize)],
+    ) -> Result<(Vec<Vec<Reserved>>, Outbox), TxError> {
+        let total: usize = wants.iter().map(|(_, max)| max).sum();
         let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
         let now = now(&mut tx).await?;
         let expires_at = now.saturating_add(millis(lease_ttl));
-        // One ordered index scan per queue, each stopping at `max`, merged here: a single
+        // One ordered index scan per queue, each stopping at `total`, merged here: a single
         // `queue IN (…)` over several queues would sort every due job of them all.
         let mut rows: Vec<JobRow> = Vec::new();
         for queue in queues {
@@ -263,53 +269,51 @@ impl MysqlStore {
                 sqlx::query_as::<_, JobRow>(self.stmt(SELECT_DUE))
                     .bind(queue.as_str())
                     .bind(now)
-                    .bind(i64::try_from(max).unwrap_or(1))
+                    .bind(i64::try_from(total).unwrap_or(i64::MAX))
                     .fetch_all(&mut *tx)
                     .await?,
             );
         }
         if queues.len() > 1 {
             rows.sort_by_key(|row| (std::cmp::Reverse(row.priority), row.run_at, row.id));
-            rows.truncate(max);
+            rows.truncate(total);
         }
         if rows.is_empty() {
             tx.commit().await?;
-            return Ok((Vec::new(), Outbox::default()));
+            return Ok((
+                wants.iter().map(|_| Vec::new()).collect(),
+                Outbox::default(),
+            ));
         }
-        let mut update = sqlx::query(self.stmt_in(START_ATTEMPTS, rows.len()))
-            .bind(owner.as_str())
-            .bind(now)
-            .bind(owner.as_str())
-            .bind(expires_at);
-        for row in &rows {
-            update = update.bind(row.id);
+        let shares = deal(rows, wants);
+        let dealt: Vec<(i64, &str)> = shares
+            .iter()
+            .zip(wants)
+            .flat_map(|(share, (owner, _))| share.iter().map(|row| (row.id, owner.as_str())))
+            .collect();
+        let mut update = sqlx::query(self.stmt_in(START_ATTEMPTS, dealt.len()));
+        for (id, _) in &dealt {
+            update = update.bind(id);
+        }
+        for (_, owner) in &dealt {
+            update = update.bind(*owner);
+        }
+        update = update.bind(now).bind(expires_at);
+        for (id, _) in &dealt {
+            update = update.bind(id);
         }
         update.execute(&mut *tx).await?;
-        let mut reserved = Vec::with_capacity(rows.len());
         let mut outbox = Outbox::default();
-        for row in rows {
-            let token = u64::try_from(row.lease_token).unwrap_or(0) + 1;
-            let mut job = row.into_job()?;
-            let lease = Lease::granted(
-                owner.clone(),
-                FencingToken::new(token),
-                Timestamp::from_millis(expires_at),
-            );
-            job.state = JobState::Running;
-            job.attempts += 1;
-            job.lease = Some(lease.clone());
-            job.history.push(Attempt {
-                number: job.attempts,
-                owner: owner.clone(),
-                started_at: Timestamp::from_millis(now),
-                finished_at: None,
-                outcome: None,
-            });
-            outbox.push(&job, now);
-            reserved.push(Reserved {
-                lease: JobLease { job: job.id, lease },
-                job,
-            });
+        let mut reserved = Vec::with_capacity(wants.len());
+        for (share, (owner, _)) in shares.into_iter().zip(wants) {
+            let mut jobs = Vec::with_capacity(share.len());
+            for row in share {
+                let token = u64::try_from(row.lease_token).unwrap_or(0) + 1;
+                let started = started(row.into_job()?, owner, token, now, expires_at);
+                outbox.push(&started.job, now);
+                jobs.push(started);
+            }
+            reserved.push(jobs);
         }
         self.write_events(&mut tx, &outbox.events).await?;
         tx.commit().await?;
@@ -366,5 +370,50 @@ impl MysqlStore {
         self.write_events(&mut tx, &outbox.events).await?;
         tx.commit().await?;
         Ok((ids, outbox))
+    }
+}
+
+/// `rows` dealt one at a time to each of `wants` in turn, each taking at most its count.
+fn deal(rows: Vec<JobRow>, wants: &[(&Owner, usize)]) -> Vec<Vec<JobRow>> {
+    let mut shares: Vec<Vec<JobRow>> = wants.iter().map(|_| Vec::new()).collect();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut dealt = false;
+        for (share, (_, max)) in shares.iter_mut().zip(wants) {
+            if share.len() < *max
+                && let Some(row) = rows.next()
+            {
+                share.push(row);
+                dealt = true;
+            }
+        }
+        if !dealt {
+            break;
+        }
+    }
+    shares
+}
+
+/// `job` as the update by [`START_ATTEMPTS`] left it: running its next attempt for `owner`
+/// under `token`.
+fn started(mut job: Job, owner: &Owner, token: u64, now: i64, expires_at: i64) -> Reserved {
+    let lease = Lease::granted(
+        owner.clone(),
+        FencingToken::new(token),
+        Timestamp::from_millis(expires_at),
+    );
+    job.state = JobState::Running;
+    job.attempts += 1;
+    job.lease = Some(lease.clone());
+    job.history.push(Attempt {
+        number: job.attempts,
+        owner: owner.clone(),
+        started_at: Timestamp::from_millis(now),
+        finished_at: None,
+        outcome: None,
+    });
+    Reserved {
+        lease: JobLease { job: job.id, lease },
+        job,
     }
 }

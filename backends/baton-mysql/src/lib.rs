@@ -41,9 +41,12 @@
 //!
 //! # Group commit
 //!
-//! Concurrent `complete` calls of one backend share a transaction: one caller at a time runs
-//! every completion queued meanwhile (locking their rows in one statement, in id order) and
-//! commits once; each is still checked against its own lease.
+//! Concurrent `reserve` calls of one backend share a transaction, and so do concurrent
+//! `complete` calls: one caller at a time runs every request of its kind queued meanwhile and
+//! commits once. Reservations of the same queues and lease time take the due jobs in one scan
+//! and are dealt them in turn, each up to its own count, and one `UPDATE` starts every attempt
+//! with each job's own owner; completions lock their rows in one statement, in id order, and
+//! each is still checked against its own lease.
 //!
 //! # Notifications
 //!
@@ -148,7 +151,9 @@ struct Inner {
     /// (`innodb_autoinc_lock_mode` below 2).
     consecutive_ids: bool,
     /// Completions waiting to share the next transaction.
-    completions: combine::Completions,
+    completions: combine::Combiner<combine::Completion>,
+    /// Reservations waiting to share the next transaction.
+    reservations: combine::Combiner<combine::Reservation>,
     _poller: EventPoller,
 }
 
@@ -258,7 +263,8 @@ impl MysqlStore {
                 origin,
                 lock_released: tokio::sync::Notify::new(),
                 consecutive_ids: autoinc_mode < 2,
-                completions: combine::Completions::default(),
+                completions: combine::Combiner::default(),
+                reservations: combine::Combiner::default(),
                 _poller: poller,
             }),
         })

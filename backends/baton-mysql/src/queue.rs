@@ -50,10 +50,7 @@ impl Queue for MysqlStore {
         let mut queues = queues.to_vec();
         queues.sort();
         queues.dedup();
-        let (reserved, outbox) =
-            retrying(|| self.reserve_once(&queues, owner, lease_ttl, max)).await?;
-        self.deliver(&outbox);
-        Ok(reserved)
+        self.reserve_combined(queues, owner, lease_ttl, max).await
     }
 
     async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {

@@ -36,7 +36,7 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
         ),
         case!("reserve returns at most max jobs", reserve_max),
         case!(
-            "concurrent reservers never receive the same job",
+            "concurrent reservers never receive the same job, and each holds the lease it got",
             concurrent_reservers
         ),
         case!(
@@ -285,7 +285,25 @@ async fn concurrent_reservers<B: Backend + Clone + 'static>(h: Harness<B>) -> Ca
                 if got.is_empty() {
                     return Ok(());
                 }
+                ensure!(
+                    got.len() <= 3,
+                    "{} jobs for a reservation of at most 3",
+                    got.len()
+                );
                 seen.lock().await.extend(got.iter().map(|r| r.job.id));
+                // Each job is stored as leased to this worker: its lease completes it.
+                for reserved in &got {
+                    ensure!(
+                        reserved.lease.lease.owner() == &me,
+                        "job {} went to {me} under a lease of {}",
+                        reserved.job.id,
+                        reserved.lease.lease.owner()
+                    );
+                    backend
+                        .complete(&reserved.lease, json!(null))
+                        .await
+                        .ctx("complete under the lease reserve gave")?;
+                }
                 tokio::task::yield_now().await;
             }
         });
