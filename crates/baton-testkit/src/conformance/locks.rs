@@ -8,8 +8,8 @@ use baton_core::{Acquire, Backend, Lock, LockLease, LockName, LockRequest, Owner
 use tokio::task::JoinSet;
 
 use super::support::{
-    Context, LONG_TTL, PAST_SHORT_TTL, Rng, SHORT_TTL, ensure, join_all, let_others_run, lock,
-    locks, owner, within,
+    Context, LONG_TTL, PAST_SHORT_TTL, Rng, SHORT_TTL, ensure, job, join_all, let_others_run, lock,
+    locks, owner, queue, within,
 };
 use super::{Case, CaseResult, Harness, case};
 
@@ -58,6 +58,10 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
         case!(
             "an acquire that waits gives up busy when the lock is never freed",
             wait_gives_up
+        ),
+        case!(
+            "lock calls dropped mid-flight leave the backend answering and losing no write",
+            dropped_calls
         ),
         case!(
             "many concurrent contenders never hold the same lock at once",
@@ -501,5 +505,26 @@ async fn no_deadlock<B: Lock + Clone + 'static>(h: Harness<B>) -> CaseResult {
         .map_err(|_| {
             "two owners with overlapping sets did not finish within 20s: deadlock".to_owned()
         })??;
+    Ok(())
+}
+
+/// A backend whose calls never wait (the memory backend) has none dropped; the SQL backends'
+/// own tests check that theirs are.
+async fn dropped_calls<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("after-drops")?;
+    for round in 0..crate::dropping::ROUNDS {
+        crate::drop_lock_call(&h.backend, round).await;
+        let new = job(&jobs, serde_json::json!(round))?;
+        let id = within("an enqueue after a dropped call", h.backend.enqueue(&new))
+            .await?
+            .ctx("enqueue after a dropped call")?;
+        let found = within("a read after a dropped call", h.backend.get(id))
+            .await?
+            .ctx("get after a dropped call")?;
+        ensure!(
+            found.is_some(),
+            "job {id}, enqueued after round {round}, is gone"
+        );
+    }
     Ok(())
 }
