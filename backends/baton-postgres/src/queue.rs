@@ -13,6 +13,7 @@ use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
+use tokio::sync::oneshot;
 
 use crate::batch::{CompleteRequest, EnqueueRequest, ReserveRequest, Shared};
 use crate::{PostgresBackend, batcher_gone, millis};
@@ -138,10 +139,93 @@ impl PostgresBackend {
     }
 }
 
+impl PostgresBackend {
+    /// Hands a reservation to its batching task; the answer comes through [`Self::reserved`].
+    fn send_reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<Job>>>> {
+        validate_reserve(queues, max, lease_ttl)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .reserve
+            .send(ReserveRequest {
+                queues: queues.to_vec(),
+                owner: owner.as_str().to_owned(),
+                ttl_ms: millis(lease_ttl),
+                max,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        Ok(answer)
+    }
+
+    /// The jobs a reservation sent by [`Self::send_reserve`] got, in reservation order.
+    async fn reserved(&self, answer: oneshot::Receiver<Result<Vec<Job>>>) -> Result<Vec<Reserved>> {
+        let mut jobs = answer.await.map_err(|_| batcher_gone())??;
+        jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.run_at, job.id));
+        let mut reserved = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            self.deliver(&job, false);
+            let Some(lease) = job.lease.clone() else {
+                return Err(Error::permanent(std::io::Error::other(format!(
+                    "reserved job {} has no lease",
+                    job.id
+                ))));
+            };
+            reserved.push(Reserved {
+                lease: JobLease { job: job.id, lease },
+                job,
+            });
+        }
+        Ok(reserved)
+    }
+
+    /// Hands a completion to its batching task; the answer comes through [`Self::completed`].
+    fn send_complete(
+        &self,
+        lease: &JobLease,
+        result: Value,
+    ) -> Result<oneshot::Receiver<Result<Option<Job>>>> {
+        check_json_size("result", &result)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .complete
+            .send(CompleteRequest {
+                id: lease.job.get(),
+                owner: lease.lease.owner().as_str().to_owned(),
+                token: token(lease),
+                result: encode_json(&result),
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        Ok(answer)
+    }
+
+    /// The job a completion sent by [`Self::send_complete`] finished.
+    async fn completed(
+        &self,
+        lease: &JobLease,
+        answer: oneshot::Receiver<Result<Option<Job>>>,
+    ) -> Result<Job> {
+        let job = answer
+            .await
+            .map_err(|_| batcher_gone())??
+            .ok_or_else(|| lease.job.lease_lost())?;
+        self.deliver(&job, false);
+        Ok(job)
+    }
+}
+
 #[async_trait]
 impl Queue for PostgresBackend {
     async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         self.inner
             .batchers
             .enqueue
@@ -191,36 +275,8 @@ impl Queue for PostgresBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        validate_reserve(queues, max, lease_ttl)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .batchers
-            .reserve
-            .send(ReserveRequest {
-                queues: queues.to_vec(),
-                owner: owner.as_str().to_owned(),
-                ttl_ms: millis(lease_ttl),
-                max,
-                reply,
-            })
-            .map_err(|_| batcher_gone())?;
-        let mut jobs = answer.await.map_err(|_| batcher_gone())??;
-        jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.run_at, job.id));
-        let mut reserved = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            self.deliver(&job, false);
-            let Some(lease) = job.lease.clone() else {
-                return Err(Error::permanent(std::io::Error::other(format!(
-                    "reserved job {} has no lease",
-                    job.id
-                ))));
-            };
-            reserved.push(Reserved {
-                lease: JobLease { job: job.id, lease },
-                job,
-            });
-        }
-        Ok(reserved)
+        let answer = self.send_reserve(queues, owner, lease_ttl, max)?;
+        self.reserved(answer).await
     }
 
     async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
@@ -246,25 +302,28 @@ impl Queue for PostgresBackend {
     }
 
     async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job> {
-        check_json_size("result", &result)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .batchers
-            .complete
-            .send(CompleteRequest {
-                id: lease.job.get(),
-                owner: lease.lease.owner().as_str().to_owned(),
-                token: token(lease),
-                result: encode_json(&result),
-                reply,
-            })
-            .map_err(|_| batcher_gone())?;
-        let job = answer
-            .await
-            .map_err(|_| batcher_gone())??
-            .ok_or_else(|| lease.job.lease_lost())?;
-        self.deliver(&job, false);
-        Ok(job)
+        let answer = self.send_complete(lease, result)?;
+        self.completed(lease, answer).await
+    }
+
+    /// Both requests go to their batching tasks at once, so that the completion and the
+    /// reservation share the wait for their batches instead of taking one after the other.
+    async fn complete_and_reserve(
+        &self,
+        lease: &JobLease,
+        result: Value,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<(Result<Job>, Vec<Reserved>)> {
+        let completion = self.send_complete(lease, result);
+        let reservation = self.send_reserve(queues, owner, lease_ttl, max)?;
+        let completed = match completion {
+            Ok(answer) => self.completed(lease, answer).await,
+            Err(error) => Err(error),
+        };
+        Ok((completed, self.reserved(reservation).await?))
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {

@@ -124,6 +124,28 @@ pub trait Queue: Send + Sync {
     /// `InvalidInput` for a result larger than [`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES).
     async fn complete(&self, lease: &JobLease, result: Value) -> Result<Job>;
 
+    /// Completes `lease`'s job with `result`, as [`complete`](Queue::complete) does, and
+    /// reserves up to `max` jobs of `queues` for `owner`, as [`reserve`](Queue::reserve) does:
+    /// a worker's next step after finishing a job, which a backend may take in one round trip.
+    /// The reservation is made whether or not the completion succeeds.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reserve`](Queue::reserve); the completion's own outcome is the first value.
+    async fn complete_and_reserve(
+        &self,
+        lease: &JobLease,
+        result: Value,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<(Result<Job>, Vec<Reserved>)> {
+        let completed = self.complete(lease, result).await;
+        let reserved = self.reserve(queues, owner, lease_ttl, max).await?;
+        Ok((completed, reserved))
+    }
+
     /// Records a failed attempt with `error` (cut to [`MAX_ERROR_BYTES`]); the job goes back to pending at its retry time,
     /// or ends as failed when `retry` or its policy allows no more attempts.
     ///

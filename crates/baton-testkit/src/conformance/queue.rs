@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use super::support::{
-    Context, LONG_TTL, PAST_SHORT_TTL, SHORT_TTL, ensure, expect_nothing_due, job, join_all, owner,
-    queue, reserve_one,
+    Context, LONG_TTL, PAST_SHORT_TTL, SHORT_TTL, ensure, expect_lease_lost, expect_nothing_due,
+    job, join_all, owner, queue, reserve_one,
 };
 use super::{Case, CaseResult, Harness, case};
 
@@ -35,6 +35,10 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
             several_queues
         ),
         case!("reserve returns at most max jobs", reserve_max),
+        case!(
+            "complete_and_reserve completes the job and reserves the next, even after a lost lease",
+            complete_and_reserve
+        ),
         case!(
             "concurrent reservers never receive the same job, and each holds the lease it got",
             concurrent_reservers
@@ -262,6 +266,71 @@ async fn reserve_max<B: Backend>(h: Harness<B>) -> CaseResult {
     ensure!(
         sizes == [2, 2, 1, 0],
         "reserve with max 2 returned batches of {sizes:?}"
+    );
+    Ok(())
+}
+
+async fn complete_and_reserve<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("jobs")?;
+    let ids = enqueue_numbered(&h.backend, &jobs, 4).await?;
+    let worker = owner("worker")?;
+    let first = reserve_one(&h.backend, &jobs, &worker, LONG_TTL).await?;
+    let (completed, next) = h
+        .backend
+        .complete_and_reserve(
+            &first.lease,
+            json!("done"),
+            std::slice::from_ref(&jobs),
+            &worker,
+            LONG_TTL,
+            2,
+        )
+        .await
+        .ctx("complete_and_reserve")?;
+    let completed = completed.ctx("the completion")?;
+    ensure!(
+        completed.id == ids[0] && completed.state == JobState::Succeeded,
+        "completed {} as {}, expected {} succeeded",
+        completed.id,
+        completed.state,
+        ids[0]
+    );
+    let got: Vec<JobId> = next.iter().map(|r| r.job.id).collect();
+    ensure!(
+        got == ids[1..3],
+        "reserved {got:?}, expected {:?}",
+        &ids[1..3]
+    );
+    ensure!(
+        next.iter().all(|r| r.lease.lease.owner() == &worker),
+        "a reserved job is leased to someone else"
+    );
+    let stored = h.backend.get(ids[0]).await.ctx("get")?.ctx("the job")?;
+    ensure!(
+        stored.result == Some(json!("done")),
+        "the stored result is {:?}",
+        stored.result
+    );
+
+    // Completing under a lease that is no longer current fails, and the reservation stands.
+    let (stale, after) = h
+        .backend
+        .complete_and_reserve(
+            &first.lease,
+            json!("again"),
+            std::slice::from_ref(&jobs),
+            &worker,
+            LONG_TTL,
+            2,
+        )
+        .await
+        .ctx("complete_and_reserve with a stale lease")?;
+    expect_lease_lost(stale, "completing twice")?;
+    let got: Vec<JobId> = after.iter().map(|r| r.job.id).collect();
+    ensure!(
+        got == ids[3..],
+        "reserved {got:?}, expected {:?}",
+        &ids[3..]
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use baton_core::{Backend, NewJob, Owner, QueueName, RetryPolicy, WakeStream};
+use baton_core::{Backend, NewJob, Owner, QueueName, Reserved, RetryPolicy, WakeStream};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
@@ -240,8 +240,9 @@ async fn wait_for_counts(
     }
 }
 
-/// One bench worker: reserve up to `prefetch` jobs, complete them one by one, repeat; wait for
-/// a wake-up when idle. Workers share out the `expected` jobs beforehand, so that together they
+/// One bench worker: reserve up to `prefetch` jobs, complete them one by one (the last one
+/// together with the next reservation, through `complete_and_reserve`), repeat; wait for a
+/// wake-up when idle. Workers share out the `expected` jobs beforehand, so that together they
 /// complete exactly that many even when the queue holds more.
 struct Worker {
     backend: Arc<dyn Backend>,
@@ -261,22 +262,25 @@ impl Worker {
         let queues = [self.queue.clone()];
         // Opened before the first look for work, so that no wake falls between the two.
         let mut wakeups = Some(self.backend.wakeups(&queues).await?);
+        let mut in_hand: Vec<Reserved> = Vec::new();
         while !*self.stop.borrow() {
-            let share = take_share(&self.untaken, self.prefetch);
-            if share == 0 {
-                // Every job is someone's: wait for the stop.
-                if self.stop.changed().await.is_err() {
-                    return Ok(());
+            if in_hand.is_empty() {
+                let share = take_share(&self.untaken, self.prefetch);
+                if share == 0 {
+                    // Every job is someone's: wait for the stop.
+                    if self.stop.changed().await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
                 }
-                continue;
+                in_hand = self
+                    .backend
+                    .reserve(&queues, &self.owner, LEASE_TTL, share)
+                    .await?;
+                self.untaken
+                    .fetch_add((share - in_hand.len()) as u64, Ordering::SeqCst);
             }
-            let reserved = self
-                .backend
-                .reserve(&queues, &self.owner, LEASE_TTL, share)
-                .await?;
-            self.untaken
-                .fetch_add((share - reserved.len()) as u64, Ordering::SeqCst);
-            if reserved.is_empty() {
+            if in_hand.is_empty() {
                 tokio::select! {
                     woke = next_wake(&mut wakeups) => {
                         if !woke {
@@ -292,14 +296,43 @@ impl Worker {
                 }
                 continue;
             }
-            for job in reserved {
+            // Every job but the last completes on its own; the last one's completion also
+            // reserves the next share.
+            let last = in_hand.pop().expect("jobs in hand");
+            for job in in_hand.drain(..) {
                 self.backend.complete(&job.lease, Value::Null).await?;
-                if self.completed.fetch_add(1, Ordering::SeqCst) + 1 == self.expected {
-                    self.all_done.notify_one();
-                }
+                self.count_completed();
             }
+            let share = take_share(&self.untaken, self.prefetch);
+            if share == 0 {
+                self.backend.complete(&last.lease, Value::Null).await?;
+                self.count_completed();
+                continue;
+            }
+            let (completed, next) = self
+                .backend
+                .complete_and_reserve(
+                    &last.lease,
+                    Value::Null,
+                    &queues,
+                    &self.owner,
+                    LEASE_TTL,
+                    share,
+                )
+                .await?;
+            completed?;
+            self.count_completed();
+            self.untaken
+                .fetch_add((share - next.len()) as u64, Ordering::SeqCst);
+            in_hand = next;
         }
         Ok(())
+    }
+
+    fn count_completed(&self) {
+        if self.completed.fetch_add(1, Ordering::SeqCst) + 1 == self.expected {
+            self.all_done.notify_one();
+        }
     }
 }
 
