@@ -221,7 +221,7 @@ impl<B: Dispatch> Dispatch for NoFencing<B> {
 }
 
 /// Cases that must fail when stale, expired, released or revoked leases are honoured.
-const FENCING_CASES: [&str; 16] = [
+const FENCING_CASES: [&str; 17] = [
     "a stale token cannot complete a job",
     "a stale token cannot fail a job",
     "a stale token cannot touch a job",
@@ -229,6 +229,7 @@ const FENCING_CASES: [&str; 16] = [
     "a forged job token is refused",
     "a finished job's lease cannot complete or fail it again",
     "canceling a running job revokes its lease and no retry follows",
+    "complete_and_reserve completes the job and reserves the next, even after a lost lease",
     "a stale lock lease cannot renew or release, and the new holder keeps the lock",
     "an expired lock lease is refused even when no one took over",
     "a released lock lease cannot be renewed",
