@@ -61,6 +61,84 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// Hands a reservation to its batching task; the answer comes through [`Self::reserved`].
+    fn send_reserve(
+        &self,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<Job>>>> {
+        validate_reserve(queues, max, lease_ttl)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .reserve
+            .send(ReserveRequest {
+                queues: queues.to_vec(),
+                owner: owner.clone(),
+                ttl_ms: millis(lease_ttl),
+                max,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        Ok(answer)
+    }
+
+    /// The jobs a reservation sent by [`Self::send_reserve`] got.
+    async fn reserved(&self, answer: oneshot::Receiver<Result<Vec<Job>>>) -> Result<Vec<Reserved>> {
+        let jobs = answer.await.map_err(|_| batcher_gone())??;
+        jobs.into_iter()
+            .map(|job| {
+                self.announce(&job);
+                let lease = job
+                    .lease
+                    .clone()
+                    .ok_or_else(|| unexpected("a reserved job without a lease"))?;
+                Ok(Reserved {
+                    lease: JobLease { job: job.id, lease },
+                    job,
+                })
+            })
+            .collect()
+    }
+
+    /// Hands a completion to its batching task; the answer comes through [`Self::completed`].
+    fn send_complete(
+        &self,
+        lease: &JobLease,
+        result: &Json,
+    ) -> Result<oneshot::Receiver<Result<Option<Job>>>> {
+        check_json_size("result", result)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batchers
+            .complete
+            .send(CompleteRequest {
+                lease: lease.clone(),
+                result: to_json("result", result)?,
+                reply,
+            })
+            .map_err(|_| batcher_gone())?;
+        Ok(answer)
+    }
+
+    /// The job a completion sent by [`Self::send_complete`] finished.
+    async fn completed(
+        &self,
+        lease: &JobLease,
+        answer: oneshot::Receiver<Result<Option<Job>>>,
+    ) -> Result<Job> {
+        let job = answer
+            .await
+            .map_err(|_| batcher_gone())??
+            .ok_or_else(|| lease.job.lease_lost())?;
+        self.announce(&job);
+        Ok(job)
+    }
+}
+
 #[async_trait]
 impl Queue for RedisBackend {
     async fn enqueue(&self, job: &NewJob) -> Result<JobId> {
@@ -111,33 +189,8 @@ impl Queue for RedisBackend {
         lease_ttl: Duration,
         max: usize,
     ) -> Result<Vec<Reserved>> {
-        validate_reserve(queues, max, lease_ttl)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .batchers
-            .reserve
-            .send(ReserveRequest {
-                queues: queues.to_vec(),
-                owner: owner.clone(),
-                ttl_ms: millis(lease_ttl),
-                max,
-                reply,
-            })
-            .map_err(|_| batcher_gone())?;
-        let jobs = answer.await.map_err(|_| batcher_gone())??;
-        jobs.into_iter()
-            .map(|job| {
-                self.announce(&job);
-                let lease = job
-                    .lease
-                    .clone()
-                    .ok_or_else(|| unexpected("a reserved job without a lease"))?;
-                Ok(Reserved {
-                    lease: JobLease { job: job.id, lease },
-                    job,
-                })
-            })
-            .collect()
+        let answer = self.send_reserve(queues, owner, lease_ttl, max)?;
+        self.reserved(answer).await
     }
 
     async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
@@ -165,23 +218,28 @@ impl Queue for RedisBackend {
     }
 
     async fn complete(&self, lease: &JobLease, result: Json) -> Result<Job> {
-        check_json_size("result", &result)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .batchers
-            .complete
-            .send(CompleteRequest {
-                lease: lease.clone(),
-                result: to_json("result", &result)?,
-                reply,
-            })
-            .map_err(|_| batcher_gone())?;
-        let job = answer
-            .await
-            .map_err(|_| batcher_gone())??
-            .ok_or_else(|| lease.job.lease_lost())?;
-        self.announce(&job);
-        Ok(job)
+        let answer = self.send_complete(lease, &result)?;
+        self.completed(lease, answer).await
+    }
+
+    /// Both requests go to their batching tasks at once, so that the completion and the
+    /// reservation share the wait for their script calls instead of taking one after the other.
+    async fn complete_and_reserve(
+        &self,
+        lease: &JobLease,
+        result: Json,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<(Result<Job>, Vec<Reserved>)> {
+        let completion = self.send_complete(lease, &result);
+        let reservation = self.send_reserve(queues, owner, lease_ttl, max)?;
+        let completed = match completion {
+            Ok(answer) => self.completed(lease, answer).await,
+            Err(error) => Err(error),
+        };
+        Ok((completed, self.reserved(reservation).await?))
     }
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
