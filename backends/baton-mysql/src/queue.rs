@@ -77,6 +77,24 @@ impl Queue for MysqlStore {
         self.complete_combined(lease, result).await
     }
 
+    /// The completion and the reservation join their shared transactions at the same time,
+    /// instead of one after the other.
+    async fn complete_and_reserve(
+        &self,
+        lease: &JobLease,
+        result: Value,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<(Result<Job>, Vec<Reserved>)> {
+        let (completed, reserved) = tokio::join!(
+            self.complete(lease, result),
+            self.reserve(queues, owner, lease_ttl, max)
+        );
+        Ok((completed, reserved?))
+    }
+
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
         let error = truncate_error(error);
         let (job, outbox) = retrying(|| {

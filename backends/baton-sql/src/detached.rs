@@ -208,6 +208,29 @@ impl<B: Queue + Clone + 'static> Queue for Detached<B> {
         run(async move { inner.complete(&lease, result).await }).await
     }
 
+    async fn complete_and_reserve(
+        &self,
+        lease: &JobLease,
+        result: Value,
+        queues: &[QueueName],
+        owner: &Owner,
+        lease_ttl: Duration,
+        max: usize,
+    ) -> Result<(Result<Job>, Vec<Reserved>)> {
+        let (inner, lease, queues, owner) = (
+            self.inner.clone(),
+            lease.clone(),
+            queues.to_vec(),
+            owner.clone(),
+        );
+        run(async move {
+            inner
+                .complete_and_reserve(&lease, result, &queues, &owner, lease_ttl, max)
+                .await
+        })
+        .await
+    }
+
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
         let (inner, lease, error) = (self.inner.clone(), lease.clone(), error.to_owned());
         run(async move { inner.fail(&lease, &error, retry).await }).await
