@@ -1,19 +1,24 @@
-//! Group commit: concurrent `reserve` and `complete` calls of one backend share statements.
+//! Group commit: concurrent `reserve`, `complete` and `enqueue` calls of one backend share
+//! statements.
 //!
 //! Each call is handed to a batching task through a channel and answered through a oneshot.
 //! A task takes every request queued while the previous batch ran (up to [`MAX_SLOTS`] jobs)
-//! and runs it as one statement, so one commit (one fsync) serves many callers. Fencing stays
-//! per job: every row of a batched completion is checked against its own lease, and a caller
-//! whose row did not match gets `LeaseLost`. One task per kind ([`TASKS`]): every commit that
-//! notifies takes PostgreSQL's global notify lock until its WAL is flushed, so more tasks would
-//! only queue on that lock with smaller batches (measured: one task per kind is faster).
+//! and runs it as one statement, so one commit (one fsync) serves many callers. Reservations
+//! and completions share one task and, when a batch has both, one statement: a worker that
+//! completes a job and reserves the next costs one commit, not two. Fencing stays per job:
+//! every row of a batched completion is checked against its own lease, and a caller whose row
+//! did not match gets `LeaseLost`. Every commit that notifies takes PostgreSQL's global notify
+//! lock until its WAL is flushed, so more tasks ([`JOB_TASKS`]) would only queue on that lock
+//! with smaller batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use baton_core::{Error, Job, NewJob, QueueName, Result};
 use baton_sql::is_transient;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::queue::decode_job;
@@ -21,8 +26,8 @@ use crate::sql::Statements;
 
 /// The most jobs one batch reserves or completes.
 const MAX_SLOTS: usize = 1000;
-/// Batching tasks per kind of call (see the module documentation).
-const TASKS: usize = 1;
+/// Batching tasks for reservations and completions (see the module documentation).
+const JOB_TASKS: usize = 1;
 
 /// What the batching tasks need: no handle back to the backend, so they end when it is dropped.
 #[derive(Clone, Debug)]
@@ -67,35 +72,36 @@ pub(crate) struct Batchers {
     pub(crate) enqueue: mpsc::UnboundedSender<EnqueueRequest>,
 }
 
+/// The receiving ends of the reservation and completion channels, taken together.
+struct JobReceivers {
+    reserve: mpsc::UnboundedReceiver<ReserveRequest>,
+    complete: mpsc::UnboundedReceiver<CompleteRequest>,
+}
+
 impl Batchers {
     /// Starts the batching tasks; they stop once these senders are dropped.
     pub(crate) fn spawn(shared: &Shared) -> Self {
         let (reserve, reserve_rx) = mpsc::unbounded_channel();
         let (complete, complete_rx) = mpsc::unbounded_channel();
-        let (enqueue, enqueue_rx) = mpsc::unbounded_channel();
-        let enqueue_rx = Arc::new(Mutex::new(enqueue_rx));
-        let reserve_rx = Arc::new(Mutex::new(reserve_rx));
-        let complete_rx = Arc::new(Mutex::new(complete_rx));
-        for _ in 0..TASKS {
-            let (shared_r, rx) = (shared.clone(), reserve_rx.clone());
+        let (enqueue, mut enqueue_rx) = mpsc::unbounded_channel();
+        let jobs_rx = Arc::new(Mutex::new(JobReceivers {
+            reserve: reserve_rx,
+            complete: complete_rx,
+        }));
+        for _ in 0..JOB_TASKS {
+            let (shared, rx) = (shared.clone(), jobs_rx.clone());
             tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx, |r: &ReserveRequest| r.max).await {
-                    reserve_batch(&shared_r, batch).await;
-                }
-            });
-            let (shared_c, rx) = (shared.clone(), complete_rx.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx, |_: &CompleteRequest| 1).await {
-                    complete_batch(&shared_c, batch).await;
-                }
-            });
-            let (shared_e, rx) = (shared.clone(), enqueue_rx.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx, |_: &EnqueueRequest| 1).await {
-                    enqueue_batch(&shared_e, batch).await;
+                while let Some((reserves, completes)) = next_job_batch(&rx).await {
+                    job_batch(&shared, reserves, completes).await;
                 }
             });
         }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = next_batch(&mut enqueue_rx, |_| 1).await {
+                enqueue_batch(&shared, batch).await;
+            }
+        });
         Self {
             reserve,
             complete,
@@ -106,21 +112,55 @@ impl Batchers {
 
 /// The next batch: waits for one request, then takes those already queued up to the limit.
 async fn next_batch<R>(
-    receiver: &Mutex<mpsc::UnboundedReceiver<R>>,
+    receiver: &mut mpsc::UnboundedReceiver<R>,
     weight: impl Fn(&R) -> usize,
 ) -> Option<Vec<R>> {
-    let mut receiver = receiver.lock().await;
     let first = receiver.recv().await?;
     let mut total = weight(&first);
     let mut batch = vec![first];
-    while total < MAX_SLOTS {
+    take_queued(receiver, &mut batch, &mut total, weight);
+    Some(batch)
+}
+
+/// Moves requests already queued into `batch` while it weighs less than [`MAX_SLOTS`].
+fn take_queued<R>(
+    receiver: &mut mpsc::UnboundedReceiver<R>,
+    batch: &mut Vec<R>,
+    total: &mut usize,
+    weight: impl Fn(&R) -> usize,
+) {
+    while *total < MAX_SLOTS {
         let Ok(next) = receiver.try_recv() else {
             break;
         };
-        total += weight(&next);
+        *total += weight(&next);
         batch.push(next);
     }
-    Some(batch)
+}
+
+/// The next reservations and completions: waits for one of either, then takes those of both
+/// kinds already queued, up to [`MAX_SLOTS`] jobs of each. `None` once the senders are gone.
+async fn next_job_batch(
+    receivers: &Mutex<JobReceivers>,
+) -> Option<(Vec<ReserveRequest>, Vec<CompleteRequest>)> {
+    let mut receivers = receivers.lock().await;
+    let JobReceivers { reserve, complete } = &mut *receivers;
+    let (mut reserves, mut completes) = (Vec::new(), Vec::new());
+    let (mut reserved, mut completed) = (0, 0);
+    tokio::select! {
+        request = reserve.recv() => {
+            let request = request?;
+            reserved += request.max;
+            reserves.push(request);
+        }
+        request = complete.recv() => {
+            completed += 1;
+            completes.push(request?);
+        }
+    }
+    take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
+    take_queued(complete, &mut completes, &mut completed, |_| 1);
+    Some((reserves, completes))
 }
 
 /// A failure of a whole batch, as each of its callers sees it.
@@ -132,58 +172,204 @@ fn shared_error(error: &sqlx::Error) -> Error {
     }
 }
 
-async fn reserve_batch(shared: &Shared, batch: Vec<ReserveRequest>) {
+/// Runs a batch of reservations and completions: the first group of reservations for the same
+/// queues and the first round of completions share one statement (one commit); any others,
+/// rare under load, run after it on their own.
+async fn job_batch(
+    shared: &Shared,
+    reserves: Vec<ReserveRequest>,
+    completes: Vec<CompleteRequest>,
+) {
     let mut groups: Vec<Vec<ReserveRequest>> = Vec::new();
-    for request in batch {
+    for request in reserves {
         match groups.iter_mut().find(|g| g[0].queues == request.queues) {
             Some(group) => group.push(request),
             None => groups.push(vec![request]),
         }
+    }
+    // A job twice in one statement would be updated once; later copies go in later rounds.
+    let mut rounds: Vec<Vec<CompleteRequest>> = Vec::new();
+    for request in completes {
+        match rounds
+            .iter_mut()
+            .find(|round| round.iter().all(|r| r.id != request.id))
+        {
+            Some(round) => round.push(request),
+            None => rounds.push(vec![request]),
+        }
+    }
+    let mut groups = groups.into_iter();
+    let mut rounds = rounds.into_iter();
+    match (rounds.next(), groups.next()) {
+        (Some(round), Some(group)) => complete_and_reserve(shared, round, group).await,
+        (Some(round), None) => complete_round(shared, round).await,
+        (None, Some(group)) => reserve_group(shared, group).await,
+        (None, None) => {}
+    }
+    for round in rounds {
+        complete_round(shared, round).await;
     }
     for group in groups {
         reserve_group(shared, group).await;
     }
 }
 
-/// Reserves for callers asking for the same queues, in one statement.
-async fn reserve_group(shared: &Shared, group: Vec<ReserveRequest>) {
-    let mut owners: Vec<&str> = Vec::new();
-    let mut ttls: Vec<i64> = Vec::new();
-    let mut slot_caller: Vec<usize> = Vec::new();
-    for (caller, request) in group.iter().enumerate() {
-        for _ in 0..request.max {
-            owners.push(&request.owner);
-            ttls.push(request.ttl_ms);
-            slot_caller.push(caller);
+/// The outcome object a completion ends its attempt with.
+const SUCCEEDED: &str = r#"{"outcome":"succeeded"}"#;
+
+/// A group's reservation slots, one per job asked for: slot `rn - 1` of the statement goes to
+/// the owner, TTL and caller at that index.
+struct Slots<'a> {
+    owners: Vec<&'a str>,
+    ttls: Vec<i64>,
+    callers: Vec<usize>,
+}
+
+impl<'a> Slots<'a> {
+    fn of(group: &'a [ReserveRequest]) -> Self {
+        let mut slots = Slots {
+            owners: Vec::new(),
+            ttls: Vec::new(),
+            callers: Vec::new(),
+        };
+        for (caller, request) in group.iter().enumerate() {
+            for _ in 0..request.max {
+                slots.owners.push(&request.owner);
+                slots.ttls.push(request.ttl_ms);
+                slots.callers.push(caller);
+            }
+        }
+        slots
+    }
+}
+
+/// A round's completions as the statement's arrays.
+struct Completions<'a> {
+    ids: Vec<i64>,
+    owners: Vec<&'a str>,
+    tokens: Vec<i64>,
+    results: Vec<&'a str>,
+}
+
+impl<'a> Completions<'a> {
+    fn of(round: &'a [CompleteRequest]) -> Self {
+        Completions {
+            ids: round.iter().map(|r| r.id).collect(),
+            owners: round.iter().map(|r| r.owner.as_str()).collect(),
+            tokens: round.iter().map(|r| r.token).collect(),
+            results: round.iter().map(|r| r.result.as_str()).collect(),
         }
     }
-    let queues = &group[0].queues;
-    let query = if let [queue] = queues.as_slice() {
-        sqlx::query(shared.sql.reserve(false, owners.len())).bind(queue.as_str())
+}
+
+/// Binds `$1`: the one queue's name, or the array of names.
+fn bind_queues<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    queues: &'q [QueueName],
+) -> Query<'q, Postgres, PgArguments> {
+    if let [queue] = queues {
+        query.bind(queue.as_str())
     } else {
-        let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
-        sqlx::query(shared.sql.reserve(true, owners.len())).bind(names)
-    };
-    let rows = query
-        .bind(&owners)
-        .bind(&ttls)
+        query.bind(queues.iter().map(QueueName::as_str).collect::<Vec<_>>())
+    }
+}
+
+/// Reserves for callers asking for the same queues, in one statement.
+async fn reserve_group(shared: &Shared, group: Vec<ReserveRequest>) {
+    let queues = &group[0].queues;
+    let slots = Slots::of(&group);
+    let rows = bind_queues(
+        sqlx::query(shared.sql.reserve(queues.len() != 1, slots.owners.len())),
+        queues,
+    )
+    .bind(&slots.owners)
+    .bind(&slots.ttls)
+    .bind(shared.origin)
+    .fetch_all(&shared.pool)
+    .await;
+    let callers = slots.callers;
+    answer_reservations(group, &callers, rows.as_deref());
+}
+
+/// Completes jobs of distinct ids in one statement.
+async fn complete_round(shared: &Shared, round: Vec<CompleteRequest>) {
+    let done = Completions::of(&round);
+    let rows = sqlx::query(shared.sql.complete.clone())
+        .bind(&done.ids)
+        .bind(&done.owners)
+        .bind(&done.tokens)
+        .bind(&done.results)
+        .bind(SUCCEEDED)
         .bind(shared.origin)
         .fetch_all(&shared.pool)
         .await;
+    answer_completions(round, rows.as_deref());
+}
+
+/// Completes a round and reserves for a group in one statement, so in one commit.
+async fn complete_and_reserve(
+    shared: &Shared,
+    round: Vec<CompleteRequest>,
+    group: Vec<ReserveRequest>,
+) {
+    let queues = &group[0].queues;
+    let slots = Slots::of(&group);
+    let done = Completions::of(&round);
+    let rows = bind_queues(
+        sqlx::query(
+            shared
+                .sql
+                .complete_and_reserve(queues.len() != 1, slots.owners.len()),
+        ),
+        queues,
+    )
+    .bind(&slots.owners)
+    .bind(&slots.ttls)
+    .bind(shared.origin)
+    .bind(&done.ids)
+    .bind(&done.owners)
+    .bind(&done.tokens)
+    .bind(&done.results)
+    .bind(SUCCEEDED)
+    .fetch_all(&shared.pool)
+    .await;
+    let callers = slots.callers;
+    match rows {
+        Err(error) => {
+            answer_completions(round, Err(&error));
+            answer_reservations(group, &callers, Err(&error));
+        }
+        Ok(rows) => {
+            // Completed rows have no reservation slot.
+            let (reserved, completed): (Vec<PgRow>, Vec<PgRow>) = rows
+                .into_iter()
+                .partition(|row| matches!(row.try_get::<Option<i32>, _>("rn"), Ok(Some(_))));
+            answer_completions(round, Ok(&completed));
+            answer_reservations(group, &callers, Ok(&reserved));
+        }
+    }
+}
+
+/// Answers each caller of a group with the jobs of its slots, in slot order.
+fn answer_reservations(
+    group: Vec<ReserveRequest>,
+    callers: &[usize],
+    rows: std::result::Result<&[PgRow], &sqlx::Error>,
+) {
     let mut answers: Vec<Result<Vec<Job>>> = group.iter().map(|_| Ok(Vec::new())).collect();
     match rows {
         Err(error) => {
             for answer in &mut answers {
-                *answer = Err(shared_error(&error));
+                *answer = Err(shared_error(error));
             }
         }
         Ok(rows) => {
-            for row in &rows {
+            for row in rows {
                 let slot = row
                     .try_get::<i32, _>("rn")
                     .ok()
                     .and_then(|rn| usize::try_from(rn - 1).ok())
-                    .and_then(|slot| slot_caller.get(slot).copied());
+                    .and_then(|slot| callers.get(slot).copied());
                 let job = decode_job(row);
                 let Some(caller) = slot else {
                     tracing::error!("a reserved row has no caller slot");
@@ -202,47 +388,21 @@ async fn reserve_group(shared: &Shared, group: Vec<ReserveRequest>) {
     }
 }
 
-async fn complete_batch(shared: &Shared, batch: Vec<CompleteRequest>) {
-    // A job twice in one statement would be updated once; later copies go in later rounds.
-    let mut rounds: Vec<Vec<CompleteRequest>> = Vec::new();
-    for request in batch {
-        match rounds
-            .iter_mut()
-            .find(|round| round.iter().all(|r| r.id != request.id))
-        {
-            Some(round) => round.push(request),
-            None => rounds.push(vec![request]),
-        }
-    }
-    for round in rounds {
-        complete_round(shared, round).await;
-    }
-}
-
-/// Completes jobs of distinct ids in one statement.
-async fn complete_round(shared: &Shared, round: Vec<CompleteRequest>) {
-    let ids: Vec<i64> = round.iter().map(|r| r.id).collect();
-    let owners: Vec<&str> = round.iter().map(|r| r.owner.as_str()).collect();
-    let tokens: Vec<i64> = round.iter().map(|r| r.token).collect();
-    let results: Vec<&str> = round.iter().map(|r| r.result.as_str()).collect();
-    let rows = sqlx::query(shared.sql.complete.clone())
-        .bind(&ids)
-        .bind(&owners)
-        .bind(&tokens)
-        .bind(&results)
-        .bind(r#"{"outcome":"succeeded"}"#)
-        .bind(shared.origin)
-        .fetch_all(&shared.pool)
-        .await;
+/// Answers each completion with its job, or `None` if its row was not updated (its lease was
+/// not current).
+fn answer_completions(
+    round: Vec<CompleteRequest>,
+    rows: std::result::Result<&[PgRow], &sqlx::Error>,
+) {
     match rows {
         Err(error) => {
             for request in round {
-                let _ = request.reply.send(Err(shared_error(&error)));
+                let _ = request.reply.send(Err(shared_error(error)));
             }
         }
         Ok(rows) => {
             let mut done: HashMap<i64, Result<Job>> = HashMap::with_capacity(rows.len());
-            for row in &rows {
+            for row in rows {
                 if let Ok(id) = row.try_get::<i64, _>("id") {
                     done.insert(id, decode_job(row));
                 }

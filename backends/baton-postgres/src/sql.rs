@@ -62,14 +62,14 @@ const FINISH: &str = "(history - (-1)) || jsonb_build_array((history -> -1) \
 ///               Index Cond: (((queue)::text = 'q'::text) AND (run_at <= ((EXTRACT(epoch FROM now()) * '1000'::numeric))::bigint))
 ///               Filter: (state = 'pending'::text)
 /// ```
-const RESERVE: &str = "WITH picked AS (
+const RESERVE_STEPS: &str = "picked AS (
     SELECT id, (row_number() OVER ())::int AS rn FROM (
         SELECT id FROM {prefix}jobs
         WHERE {queue_match} AND state = 'pending' AND run_at <= {now}
         ORDER BY priority DESC, run_at, id
         LIMIT {limit} FOR UPDATE SKIP LOCKED
     ) p
-), upd AS (
+), reserved AS (
     UPDATE {prefix}jobs j SET state = 'running', attempts = j.attempts + 1,
         lease_owner = ($2::text[])[picked.rn], lease_token = j.lease_token + 1,
         lease_expires_at = {now} + ($3::bigint[])[picked.rn],
@@ -77,8 +77,43 @@ const RESERVE: &str = "WITH picked AS (
             'owner', ($2::text[])[picked.rn], 'started_at', {now}, 'finished_at', NULL))
     FROM picked WHERE j.id = picked.id
     RETURNING j.*, picked.rn
+)";
+/// A reservation alone, its jobs' events sent as in [`EVENTS`].
+const RESERVE: &str = "WITH {reserve_steps}, {events}
+SELECT {cols}, rn, (SELECT count(*) FROM notified) AS notified FROM reserved";
+
+/// Completes for several callers at once (the CTE `done`): each row is fenced by its own
+/// lease; `$C_IDS`, `$C_OWNERS`, `$C_TOKENS` and `$C_RESULTS` are the arrays of the jobs'
+/// ids, lease owners, lease tokens and results. The state is matched under the "C" collation
+/// (the same equality) so that the rows are found by primary key: matched plainly, it lets the
+/// planner walk the whole `jobs_running` index, which its statistics often think nearly empty.
+const COMPLETE_STEPS: &str = "input AS (
+    SELECT * FROM unnest($C_IDS::bigint[], $C_OWNERS::text[], $C_TOKENS::bigint[],
+        $C_RESULTS::text[]) AS t(id, owner, token, result)
+), done AS (
+    UPDATE {prefix}jobs j SET state = 'succeeded', finished_at = {now},
+        result = input.result, lease_owner = NULL, lease_expires_at = NULL,
+        history = {finish}
+    FROM input
+    WHERE j.id = ANY($C_IDS::bigint[]) AND j.id = input.id
+        AND (j.state COLLATE \"C\") = 'running'
+        AND j.lease_owner = input.owner
+        AND j.lease_token = input.token AND j.lease_expires_at > {now}
+    RETURNING j.*
+)";
+/// A completion alone, its jobs' events sent as in [`EVENTS`].
+const COMPLETE: &str = "WITH {complete_steps}, {events}
+SELECT {cols}, (SELECT count(*) FROM notified) AS notified FROM done";
+
+/// [`COMPLETE_STEPS`] and [`RESERVE_STEPS`] in one statement, so that one commit serves both:
+/// completed rows come back with a NULL `rn`. The two touch different rows (a completion only
+/// `running` ones, a reservation only `pending` ones), so neither can see the other's.
+const COMPLETE_AND_RESERVE: &str = "WITH {complete_steps}, {reserve_steps}, changed AS (
+    SELECT id, queue, state, attempts FROM done
+    UNION ALL SELECT id, queue, state, attempts FROM reserved
 ), {events}
-SELECT {cols}, rn, (SELECT count(*) FROM notified) AS notified FROM upd";
+SELECT {cols}, NULL::int AS rn, (SELECT count(*) FROM notified) AS notified FROM done
+UNION ALL SELECT {cols}, rn, (SELECT count(*) FROM notified) AS notified FROM reserved";
 
 /// Every prepared statement.
 #[derive(Debug)]
@@ -88,6 +123,10 @@ pub(crate) struct Statements {
     reserve_one_queue: String,
     /// [`RESERVE`] for several queues, `{limit}` still to fill in.
     reserve_many_queues: String,
+    /// [`COMPLETE_AND_RESERVE`] for one queue, `{limit}` still to fill in.
+    complete_and_reserve_one_queue: String,
+    /// [`COMPLETE_AND_RESERVE`] for several queues, `{limit}` still to fill in.
+    complete_and_reserve_many_queues: String,
     pub(crate) touch: SqlStr,
     pub(crate) complete: SqlStr,
     pub(crate) select_current: SqlStr,
@@ -135,12 +174,25 @@ impl Statements {
         } else {
             &self.reserve_one_queue
         };
-        AssertSqlSafe(template.replace("{limit}", &limit.to_string())).into_sql_str()
+        with_limit(template, limit)
+    }
+
+    /// A reservation as in [`Self::reserve`] and a completion in one statement: `$5` to `$8`
+    /// the completed jobs' ids, lease owners, lease tokens and results, `$9` the outcome.
+    pub(crate) fn complete_and_reserve(&self, many_queues: bool, limit: usize) -> SqlStr {
+        let template = if many_queues {
+            &self.complete_and_reserve_many_queues
+        } else {
+            &self.complete_and_reserve_one_queue
+        };
+        with_limit(template, limit)
     }
 
     pub(crate) fn new(prefix: &TablePrefix) -> Self {
         let template = |text: &str, params: &[(&str, &str)]| -> String {
             let mut text = text
+                .replace("{reserve_steps}", RESERVE_STEPS)
+                .replace("{complete_steps}", COMPLETE_STEPS)
                 .replace("{cols}", COLS)
                 .replace("{events}", EVENTS)
                 .replace("{chunk}", &EVENTS_CHUNK_BYTES.to_string())
@@ -170,34 +222,18 @@ impl Statements {
             )
             SELECT id, (SELECT count(*) FROM notified) + (SELECT count(*) FROM woke) AS notified
             FROM ins", &[("{changed}", "ins"), ("$ORIGIN", "$6")]),
-            reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "upd"), ("$ORIGIN", "$4")]),
-            reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "upd"), ("$ORIGIN", "$4")]),
+            reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
+            reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
+            complete_and_reserve_one_queue: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
+            complete_and_reserve_many_queues: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
             touch: sql("UPDATE {prefix}jobs SET lease_expires_at = {now} + $4
                 WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_token = $3
                     AND lease_expires_at > {now}
                 RETURNING lease_expires_at"),
-            // Completes for several callers at once: each row is fenced by its own lease. The
-            // state is matched under the "C" collation (the same equality) so that the rows are
-            // found by primary key: matched plainly, it lets the planner walk the whole
-            // `jobs_running` index, which its statistics often think nearly empty.
-            complete: with(
-                "WITH input AS (
-                SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
-                    AS t(id, owner, token, result)
-            ), upd AS (
-                UPDATE {prefix}jobs j SET state = 'succeeded', finished_at = {now},
-                    result = input.result, lease_owner = NULL, lease_expires_at = NULL,
-                    history = {finish}
-                FROM input
-                WHERE j.id = ANY($1::bigint[]) AND j.id = input.id
-                    AND (j.state COLLATE \"C\") = 'running'
-                    AND j.lease_owner = input.owner
-                    AND j.lease_token = input.token AND j.lease_expires_at > {now}
-                RETURNING j.*
-            ), {events}
-            SELECT {cols}, (SELECT count(*) FROM notified) AS notified FROM upd",
-                &[("{changed}", "upd"), ("$OUTCOME", "$5"), ("$ORIGIN", "$6")],
-            ),
+            complete: with(COMPLETE, &[
+                ("{changed}", "done"), ("$C_IDS", "$1"), ("$C_OWNERS", "$2"), ("$C_TOKENS", "$3"),
+                ("$C_RESULTS", "$4"), ("$OUTCOME", "$5"), ("$ORIGIN", "$6"),
+            ]),
             select_current: sql("SELECT {cols} FROM {prefix}jobs
                 WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_token = $3
                     AND lease_expires_at > {now}
@@ -322,6 +358,11 @@ impl Statements {
     }
 }
 
+/// A statement template with its `{limit}` filled in.
+fn with_limit(template: &str, limit: usize) -> SqlStr {
+    AssertSqlSafe(template.replace("{limit}", &limit.to_string())).into_sql_str()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +376,33 @@ mod tests {
             assert!(text.contains("LIMIT 7 FOR UPDATE SKIP LOCKED"), "{text}");
             assert!(!text.contains("{limit}"), "{text}");
             assert!(text.contains("$4") && !text.contains("$5"), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_placeholder_of_a_combined_statement_is_filled_and_it_binds_nine_parameters() {
+        let sql = Statements::new(&TablePrefix::new("t_").unwrap());
+        for many_queues in [false, true] {
+            let text = sql.complete_and_reserve(many_queues, 7);
+            let text = text.as_str();
+            assert!(text.contains("LIMIT 7 FOR UPDATE SKIP LOCKED"), "{text}");
+            for placeholder in [
+                "{limit}",
+                "{prefix}",
+                "{now}",
+                "{cols}",
+                "{changed}",
+                "{queue_match}",
+                "_steps}",
+            ] {
+                assert!(!text.contains(placeholder), "{placeholder} in {text}");
+            }
+            assert!(!text.contains("$C_"), "{text}");
+            assert!(
+                !text.contains("$ORIGIN") && !text.contains("$OUTCOME"),
+                "{text}"
+            );
+            assert!(text.contains("$9") && !text.contains("$10"), "{text}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Reservation stays an index walk when finished jobs pile up: with 1,000,000 finished and
-//! 100,000 pending jobs, the plan of the picking query walks the pending partial index.
+//! 100,000 pending jobs, the plan of the picking query walks the pending partial index, and so
+//! does the generic plan the backend's connections keep for its prepared statements.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use baton_core::{Owner, Queue, QueueName};
 use baton_postgres::PostgresBackend;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> anyhow::Result<()> {
@@ -54,6 +55,41 @@ async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> an
     assert!(!plan.contains("Seq Scan"), "{plan}");
     assert!(!plan.contains("Sort"), "{plan}");
 
+    // The backend's connections keep generic plans: the queue's name is not known when planning.
+    let mut connection = pool.acquire().await?;
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *connection)
+        .await?;
+    assert_eq!(mode, "force_generic_plan");
+    sqlx::raw_sql(sql("PREPARE pick(text) AS SELECT id FROM {prefix}jobs
+         WHERE (queue COLLATE \"C\") = $1 AND state = 'pending'
+             AND run_at <= (extract(epoch from now()) * 1000)::bigint
+         ORDER BY priority DESC, run_at, id
+         LIMIT 32 FOR UPDATE SKIP LOCKED;
+         PREPARE running(bigint[]) AS SELECT id FROM {prefix}jobs
+         WHERE id = ANY($1) AND (state COLLATE \"C\") = 'running'"))
+    .execute(&mut *connection)
+    .await?;
+    let generic = plan_of(&mut connection, "EXPLAIN EXECUTE pick('q')").await?;
+    assert!(
+        generic.contains(&format!("Index Scan using {prefix}jobs_pending_walk")),
+        "{generic}"
+    );
+    assert!(generic.contains("= $1"), "not a generic plan: {generic}");
+    assert!(
+        !generic.contains("Seq Scan") && !generic.contains("Sort"),
+        "{generic}"
+    );
+    let generic = plan_of(&mut connection, "EXPLAIN EXECUTE running('{1,2,3}')").await?;
+    assert!(
+        generic.contains(&format!("Index Scan using {prefix}jobs_pkey")),
+        "{generic}"
+    );
+    sqlx::raw_sql("DEALLOCATE pick; DEALLOCATE running")
+        .execute(&mut *connection)
+        .await?;
+    drop(connection);
+
     let queue = QueueName::new("q")?;
     let started = Instant::now();
     let reserved = backend
@@ -65,4 +101,17 @@ async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> an
 
     support::drop_tables(pool, &prefix).await;
     Ok(())
+}
+
+/// The plan an `EXPLAIN` statement prints, one line per plan line (printed too, for the log).
+async fn plan_of(connection: &mut PgConnection, explain: &'static str) -> anyhow::Result<String> {
+    let plan = sqlx::query(explain)
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("{plan}");
+    Ok(plan)
 }
