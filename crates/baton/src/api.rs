@@ -10,9 +10,12 @@
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //!
+//! Who may call which route is [`auth`]'s rule.
+//!
 //! Every answer is JSON except `/healthz` and `/readyz`'s `ready`; every error is an [`ErrorBody`](crate::wire::ErrorBody)
 //! built by [`ApiError`], the one place where [`baton_core::Error`] becomes a status code.
 
+pub mod auth;
 mod error;
 mod extract;
 

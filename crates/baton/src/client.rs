@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::config::ApiToken;
 use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, ErrorKind};
 
 /// How long a connection attempt may take.
@@ -21,6 +22,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// Sent as `Authorization: Bearer …` with every call to the API.
+    token: Option<String>,
 }
 
 /// Why a request to the server failed.
@@ -136,7 +139,18 @@ impl Client {
             builder = builder.no_proxy();
         }
         let http = builder.build().map_err(|e| bad(e.to_string()))?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// This client, sending `token` as the API token (`api_token` in the configuration).
+    #[must_use]
+    pub fn with_token(mut self, token: Option<&ApiToken>) -> Self {
+        self.token = token.map(|token| token.0.clone());
+        self
     }
 
     /// The server's base URL.
@@ -227,6 +241,9 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, self.url(segments));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -61,7 +61,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 fn client(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Client> {
     let config = config::load(file, overrides)?;
-    Ok(Client::new(&config.server)?)
+    Ok(Client::new(&config.server)?.with_token(config.api_token.as_ref()))
 }
 
 async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> {

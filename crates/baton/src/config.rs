@@ -55,10 +55,13 @@ pub struct BatonConfig {
     /// How long finished jobs are kept before `baton serve` deletes them, such as `7d`.
     #[serde(with = "human_duration")]
     pub retention: Duration,
-    /// The bearer token that HTTP calls which change state (such as disabling a master) must
-    /// present; without one configured, those calls are refused.
+    /// The bearer token HTTP calls must present (`Authorization: Bearer …`); without one, the
+    /// API is open, except the master controls' changes, which are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<ApiToken>,
+    /// Whether reads (`GET`) are open to callers without the token when `api_token` is set.
+    #[serde(default)]
+    pub api_open_reads: bool,
     /// The master executor's timings (`[master]`), for `baton master run`.
     #[serde(default)]
     pub master: baton_master::MasterSettings,
@@ -118,6 +121,7 @@ impl Default for BatonConfig {
             server: "http://127.0.0.1:7600".to_owned(),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             api_token: None,
+            api_open_reads: false,
             master: baton_master::MasterSettings::default(),
             broker: BrokerSettings::default(),
         }

@@ -8,7 +8,8 @@
 //! | `GET /api/mastercontrols`             |                                   | every [`ControlEntry`]  |
 //!
 //! The two `POST` routes change state: they need `Authorization: Bearer <api_token>` with the
-//! configured `api_token` (`401` without it, `403` with a wrong one or none configured).
+//! configured `api_token` (`401` without it, `403` with a wrong one), and are refused (`403`)
+//! when no token is configured, as the system these controls replace refused them.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_core::{Backend, FencingToken, Owner, Timestamp};
@@ -31,11 +32,10 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{ApiError, ApiJson};
+use crate::api::{ApiError, ApiJson, auth};
 use crate::backend;
 use crate::cli::parse_duration;
 use crate::config::{self, ApiToken, ConfigOverrides};
-use crate::wire::ErrorKind;
 
 /// The environment variable that hands the leadership's fencing token to the command.
 pub const FENCING_TOKEN_ENV: &str = "BATON_FENCING_TOKEN";
@@ -378,7 +378,7 @@ async fn disable_master(
     headers: HeaderMap,
     ApiJson(request): ApiJson<DisableRequest>,
 ) -> Result<Json<ControlEntry>, ApiError> {
-    authorize(state.token.as_ref(), &headers)?;
+    auth::check(state.token.as_ref(), &headers)?;
     let name = MasterName::new(&request.lock_name)?;
     let reason = if request.reason.is_empty() {
         "disabled through the api"
@@ -395,7 +395,7 @@ async fn enable_master(
     headers: HeaderMap,
     ApiJson(request): ApiJson<EnableRequest>,
 ) -> Result<Json<ControlEntry>, ApiError> {
-    authorize(state.token.as_ref(), &headers)?;
+    auth::check(state.token.as_ref(), &headers)?;
     let name = MasterName::new(&request.lock_name)?;
     state.control.enable(&name).await?;
     entry(&state.control, &name).await.map(Json)
@@ -411,47 +411,6 @@ async fn entry(
         .find(|status| &status.lock_name == name)
         .ok_or_else(|| baton_core::Error::not_found(format!("master {name}")))?;
     Ok(ControlEntry::from(found))
-}
-
-/// Checks the bearer token of a request that changes state.
-fn authorize(configured: Option<&ApiToken>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorKind::Unauthorized,
-            "this call changes state: send the api token as \"Authorization: Bearer <token>\"",
-        ));
-    };
-    let Some(configured) = configured else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::Unauthorized,
-            "no api_token is configured on this server, so calls that change state are refused",
-        ));
-    };
-    if !constant_time_eq(presented.as_bytes(), configured.0.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::Unauthorized,
-            "wrong api token",
-        ));
-    }
-    Ok(())
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = a.len() ^ b.len();
-    for (i, byte) in a.iter().enumerate() {
-        let other = b.get(i % b.len().max(1)).copied().unwrap_or(0);
-        difference |= usize::from(byte ^ other);
-    }
-    difference == 0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,18 +571,4 @@ impl MasterJob for CommandJob {
 /// Resolves once the command has exited.
 async fn exited(done: &mut watch::Receiver<bool>) {
     let _ = done.wait_for(|done| *done).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"s3cret-token-123", b"s3cret-token-123"));
-        assert!(!constant_time_eq(b"s3cret-token-123", b"s3cret-token-124"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cret-token-123"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::auth::{self, Access};
 use crate::backend::{self, redact};
 use crate::config::BatonConfig;
 
@@ -36,6 +37,12 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         "baton serving on http://{local} with backend {}",
         redact(&config.backend)
     );
+    if config.api_token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(
+            "no api_token is configured, so anyone who reaches http://{local} can enqueue and \
+             cancel jobs; set api_token (or BATON_API_TOKEN)"
+        );
+    }
     let broker = if config.broker.enabled {
         let settings = &config.broker;
         let broker = baton_broker::start(
@@ -55,11 +62,12 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    let served = serve_with_token(
+    let access = Access::new(config.api_token.clone(), config.api_open_reads);
+    let served = serve_with_access(
         listener,
         backend,
         config.retention,
-        config.api_token.clone(),
+        access,
         shutdown_signal(),
     )
     .await;
@@ -82,20 +90,19 @@ pub async fn serve(
     retention: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with_token(listener, backend, retention, None, shutdown).await
+    serve_with_access(listener, backend, retention, Access::default(), shutdown).await
 }
 
-/// [`serve`], with `api_token` guarding the calls that change state (such as
-/// `POST /api/mastercontrols/disable`); without one, those calls are refused.
+/// [`serve`], with `access` deciding who may call what (see [`crate::api::auth`]).
 ///
 /// # Errors
 ///
 /// Serving fails.
-pub async fn serve_with_token(
+pub async fn serve_with_access(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
     retention: Duration,
-    api_token: Option<crate::config::ApiToken>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -105,9 +112,11 @@ pub async fn serve_with_token(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    let access = Arc::new(access);
     let router = crate::api::router(backend.clone())
         .merge(crate::monitoring::routes(backend.clone()))
-        .merge(crate::master::routes(backend, api_token));
+        .merge(crate::master::routes(backend, access.token().cloned()))
+        .layer(axum::middleware::from_fn_with_state(access, auth::require));
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use baton::api::auth::Access;
 use baton::api::{ApiError, MAX_BODY_BYTES};
 use baton::client::ClientError;
+use baton::config::ApiToken;
 use baton::wire::{EnqueueRequest, ErrorBody, ErrorKind};
 use baton_core::{JobId, JobState, MAX_PAYLOAD_BYTES, Owner, Queue, QueueName, RetryPolicy};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::TestServer;
@@ -451,4 +453,107 @@ async fn readyz_answers_503_while_the_backend_fails_and_200_once_it_answers() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+const TOKEN: &str = "api-token-0123456789";
+
+/// A request of `method` to `path` with `token` as its bearer token, if any: the status.
+async fn status_of(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> StatusCode {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if path == "/api/v1/jobs" {
+        request = request.json(&json!({"queue": "guarded", "payload": {}}));
+    }
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn with_an_api_token_every_call_but_the_probes_needs_it() {
+    let server = TestServer::start_with(Access::new(Some(ApiToken(TOKEN.to_owned())), false)).await;
+    for (method, path) in [
+        (Method::POST, "/api/v1/jobs"),
+        (Method::GET, "/api/v1/jobs/1"),
+        (Method::POST, "/api/v1/jobs/1/cancel"),
+        (Method::GET, "/api/v1/queues/guarded/counts"),
+        (Method::GET, "/api/monitoring"),
+        (Method::GET, "/api/mastercontrols"),
+    ] {
+        let without = status_of(&server, method.clone(), path, None).await;
+        assert_eq!(without, StatusCode::UNAUTHORIZED, "{method} {path}");
+        let wrong = status_of(
+            &server,
+            method.clone(),
+            path,
+            Some("wrong-token-0123456789"),
+        )
+        .await;
+        assert_eq!(wrong, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // Nothing got through: no job was enqueued.
+    let counts = server
+        .backend
+        .counts(&QueueName::new("guarded").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(counts.pending, 0);
+
+    assert_eq!(
+        status_of(&server, Method::POST, "/api/v1/jobs", Some(TOKEN)).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status_of(&server, Method::GET, "/api/v1/jobs/1", Some(TOKEN)).await,
+        StatusCode::OK
+    );
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            status_of(&server, Method::GET, probe, None).await,
+            StatusCode::OK
+        );
+    }
+    // The client sends the token it is given.
+    let error = server.client.job(JobId::new(1)).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED), "{error}");
+    let client = server
+        .client
+        .clone()
+        .with_token(Some(&ApiToken(TOKEN.to_owned())));
+    assert_eq!(
+        client.job(JobId::new(1)).await.unwrap().queue.as_str(),
+        "guarded"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn open_reads_let_reads_through_without_the_token_but_not_writes() {
+    let server = TestServer::start_with(Access::new(Some(ApiToken(TOKEN.to_owned())), true)).await;
+    assert_eq!(
+        status_of(&server, Method::POST, "/api/v1/jobs", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status_of(&server, Method::POST, "/api/v1/jobs", Some(TOKEN)).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status_of(&server, Method::GET, "/api/v1/jobs/1", None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(&server, Method::GET, "/api/v1/queues/guarded/counts", None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(&server, Method::POST, "/api/v1/jobs/1/cancel", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    server.shutdown().await;
 }

@@ -328,3 +328,49 @@ async fn config_show_prints_each_setting_with_its_source() {
         stdout(&text)
     );
 }
+
+#[tokio::test]
+async fn client_commands_send_the_configured_api_token_and_fail_clearly_without_it() {
+    let dir = Scratch(temp_dir("cli-token"));
+    let stranger = Scratch(temp_dir("cli-token-stranger"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    // One file for the server and the commands run beside it.
+    std::fs::write(
+        dir.0.join("baton.toml"),
+        format!(
+            "listen = \"{listen}\"\nserver = \"{server}\"\napi_token = \"cli-token-0123456789\"\n"
+        ),
+    )
+    .unwrap();
+    let child = baton(&dir.0, &["serve"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&Client::new(&server).unwrap(), Duration::from_secs(10)).await;
+
+    let enqueued = run(&dir.0, &["enqueue", "--queue", "guarded", "{}"]).await;
+    assert!(enqueued.status.success(), "{}", stderr(&enqueued));
+    let id = stdout(&enqueued).trim().to_owned();
+    let shown = run(&dir.0, &["job", &id]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+
+    // Without the configuration, the same calls are refused and say why.
+    for args in [
+        vec!["enqueue", "--server", &server, "--queue", "guarded", "{}"],
+        vec!["job", "--server", &server, &id],
+    ] {
+        let refused = run(&stranger.0, &args).await;
+        assert!(
+            !refused.status.success(),
+            "{args:?} succeeded without the token"
+        );
+        assert!(
+            stderr(&refused).contains("api token"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    let output = terminate(child).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+}

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton::api::auth::Access;
 use baton::config::ApiToken;
 use baton::master::ControlEntry;
 use baton_core::Owner;
@@ -27,11 +28,13 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn server(backend: &MemoryBackend, token: Option<&str>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(baton::serve::serve_with_token(
+    // Reads open, so that listing masters needs no token here.
+    let access = Access::new(token.map(|token| ApiToken(token.to_owned())), true);
+    tokio::spawn(baton::serve::serve_with_access(
         listener,
         Arc::new(backend.clone()),
         Duration::from_secs(3600),
-        token.map(|token| ApiToken(token.to_owned())),
+        access,
         std::future::pending(),
     ));
     url

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton::api::auth::Access;
 use baton::client::Client;
 use baton_memory::MemoryBackend;
 use tokio::net::TcpListener;
@@ -23,16 +24,23 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on 127.0.0.1 with a free port.
+    /// Starts a server on 127.0.0.1 with a free port, open to every caller.
     pub async fn start() -> Self {
+        Self::start_with(Access::default()).await
+    }
+
+    /// Starts a server as [`Self::start`] does, with `access` as its rule; its client sends no
+    /// token.
+    pub async fn start_with(access: Access) -> Self {
         let backend = MemoryBackend::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(baton::serve::serve(
+        let task = tokio::spawn(baton::serve::serve_with_access(
             listener,
             Arc::new(backend.clone()),
             Duration::from_secs(3600),
+            access,
             async move {
                 let _ = stopped.await;
             },
