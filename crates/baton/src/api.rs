@@ -9,6 +9,7 @@
 //! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
+//! | `GET /metrics`                       | every metric in Prometheus text ([`baton_metrics`]) |
 //!
 //! Who may call which route is [`auth`]'s rule.
 //!
@@ -27,6 +28,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_core::{Backend, Job, JobId, Owner, QueueCounts, QueueName};
+use baton_metrics::Metered;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath};
@@ -59,6 +61,19 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState { backend })
+}
+
+/// `GET /metrics` over `metered`'s metrics.
+pub fn metrics_routes(metered: Arc<Metered<dyn Backend>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(metered)
+}
+
+/// `GET /metrics`: every metric, with each known queue's depth read now.
+async fn metrics(State(metered): State<Arc<Metered<dyn Backend>>>) -> impl IntoResponse {
+    let text = metered.metrics().render(metered.inner().as_ref()).await;
+    ([(header::CONTENT_TYPE, baton_metrics::CONTENT_TYPE)], text)
 }
 
 /// `GET /healthz`: the server is up.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_core::Backend;
+use baton_metrics::{Metered, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +28,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The backend cannot be opened, the address cannot be bound, or serving fails.
 pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
     let backend = backend::connect(&config.backend, &config.table_prefix).await?;
+    let backend = Arc::new(Metered::new(backend, Arc::new(Metrics::new())));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -63,7 +65,7 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         None
     };
     let access = Access::new(config.api_token.clone(), config.api_open_reads);
-    let served = serve_with_access(
+    let served = serve_metered(
         listener,
         backend,
         config.retention,
@@ -105,6 +107,24 @@ pub async fn serve_with_access(
     access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let backend = Arc::new(Metered::new(backend, Arc::new(Metrics::new())));
+    serve_metered(listener, backend, retention, access, shutdown).await
+}
+
+/// [`serve_with_access`] over a backend already counted in metrics (which `GET /metrics`
+/// renders), so that other users of it, such as the broker, are counted too.
+///
+/// # Errors
+///
+/// Serving fails.
+pub async fn serve_metered(
+    listener: TcpListener,
+    metered: Arc<Metered<dyn Backend>>,
+    retention: Duration,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backend: Arc<dyn Backend> = metered.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = spawn_maintenance(backend.clone(), retention, stop_rx.clone());
     tokio::spawn(async move {
@@ -116,6 +136,7 @@ pub async fn serve_with_access(
     let router = crate::api::router(backend.clone())
         .merge(crate::monitoring::routes(backend.clone()))
         .merge(crate::master::routes(backend, access.token().cloned()))
+        .merge(crate::api::metrics_routes(metered))
         .layer(axum::middleware::from_fn_with_state(access, auth::require));
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {

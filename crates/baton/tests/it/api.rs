@@ -484,6 +484,7 @@ async fn with_an_api_token_every_call_but_the_probes_needs_it() {
         (Method::GET, "/api/v1/queues/guarded/counts"),
         (Method::GET, "/api/monitoring"),
         (Method::GET, "/api/mastercontrols"),
+        (Method::GET, "/metrics"),
     ] {
         let without = status_of(&server, method.clone(), path, None).await;
         assert_eq!(without, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -555,5 +556,48 @@ async fn open_reads_let_reads_through_without_the_token_but_not_writes() {
         status_of(&server, Method::POST, "/api/v1/jobs/1/cancel", None).await,
         StatusCode::UNAUTHORIZED
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_api_did_and_report_queue_depths() {
+    let server = TestServer::start().await;
+    for _ in 0..2 {
+        let (status, _) = raw_post(
+            &server,
+            "/api/v1/jobs",
+            r#"{"queue":"metered","payload":{}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, _) = raw_post(&server, "/api/v1/jobs/1/cancel", "").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let response = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"baton_jobs_enqueued_total{queue="metered"} 2"#,
+        r#"baton_jobs_finished_total{queue="metered",outcome="canceled"} 1"#,
+        r#"baton_jobs{queue="metered",state="pending"} 1"#,
+        r#"baton_jobs{queue="metered",state="canceled"} 1"#,
+        r#"baton_backend_calls_total{call="enqueue",outcome="ok"} 2"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
     server.shutdown().await;
 }
