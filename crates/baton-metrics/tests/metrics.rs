@@ -34,7 +34,7 @@ async fn jobs_calls_and_queue_depths_are_counted_by_queue_and_outcome() {
     let third = backend.enqueue(&job()).await.unwrap();
     let owner = Owner::new("worker-1").unwrap();
     let reserved = backend
-        .reserve(&[mail.clone()], &owner, TTL, 2)
+        .reserve(std::slice::from_ref(&mail), &owner, TTL, 2)
         .await
         .unwrap();
     assert_eq!(reserved.len(), 2);
