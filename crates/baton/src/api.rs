@@ -10,6 +10,11 @@
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //! | `GET /metrics`                       | every metric in Prometheus text ([`baton_metrics`]) |
+//! | `GET /api/v1/openapi.json`           | the OpenAPI document of every route          |
+//!
+//! Every route is registered with its OpenAPI description (`#[utoipa::path]`, collected by
+//! `utoipa_axum`), so the document served at `/api/v1/openapi.json` lists every route the
+//! server answers.
 //!
 //! Who may call which route is [`auth`]'s rule.
 //!
@@ -20,20 +25,24 @@ pub mod auth;
 mod error;
 mod extract;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_core::{Backend, Job, JobId, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, LicenseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath};
 
-use crate::wire::{EnqueueRequest, EnqueueResponse};
+use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody};
+use auth::Access;
 
 /// The largest request body the API reads, in bytes; larger ones get `413`. Twice
 /// [`baton_core::MAX_PAYLOAD_BYTES`], so that a payload at the limit fits with room to spare.
@@ -48,35 +57,96 @@ struct AppState {
     backend: Arc<dyn Backend>,
 }
 
-/// The API's routes over `backend`, ready to serve.
-pub fn router(backend: Arc<dyn Backend>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/jobs", post(enqueue_job))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/v1/queues/{queue}/counts", get(queue_counts))
+/// The whole HTTP application over `metered`: the routes of the API, the master controls,
+/// monitoring and metrics, their OpenAPI document, and `access` guarding them all.
+pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
+    let backend: Arc<dyn Backend> = metered.clone();
+    let document = Arc::new(OnceLock::new());
+    let (router, mut openapi) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(enqueue_job))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(queue_counts))
+        .with_state(AppState {
+            backend: backend.clone(),
+        })
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(metrics))
+                .with_state(metered),
+        )
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(openapi_document))
+                .with_state(document.clone()),
+        )
+        .merge(crate::monitoring::routes(backend.clone()))
+        .merge(crate::master::routes(backend, access.token().cloned()))
+        .split_for_parts();
+    describe(&mut openapi);
+    // Rendered once; the document cannot change while the server runs.
+    let _ = document.set(openapi.to_pretty_json().unwrap_or_default());
+    let access = Arc::new(access);
+    router
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { backend })
+        .layer(axum::middleware::from_fn_with_state(access, auth::require))
 }
 
-/// `GET /metrics` over `metered`'s metrics.
-pub fn metrics_routes(metered: Arc<Metered<dyn Backend>>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(metered)
+/// The document's title, version, description and bearer-token scheme.
+fn describe(openapi: &mut utoipa::openapi::OpenApi) {
+    openapi.info = InfoBuilder::new()
+        .title("Baton")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Baton's HTTP API: jobs and queues, master controls, claim monitoring, health and \
+             metrics. With an api_token configured, every route but /healthz and /readyz needs \
+             it as a bearer token (reads only when api_open_reads is off).",
+        ))
+        .license(Some(
+            LicenseBuilder::new()
+                .name(env!("CARGO_PKG_LICENSE"))
+                .build(),
+        ))
+        .build();
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    openapi.security = Some(vec![SecurityRequirement::new(
+        "api_token",
+        Vec::<String>::new(),
+    )]);
+}
+
+/// `GET /api/v1/openapi.json`: the OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every route", body = Object)))]
+async fn openapi_document(State(document): State<Arc<OnceLock<String>>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.get().cloned().unwrap_or_default(),
+    )
 }
 
 /// `GET /metrics`: every metric, with each known queue's depth read now.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Every metric in Prometheus (OpenMetrics) text", body = String,
+        content_type = "application/openmetrics-text")))]
 async fn metrics(State(metered): State<Arc<Metered<dyn Backend>>>) -> impl IntoResponse {
     let text = metered.metrics().render(metered.inner().as_ref()).await;
     ([(header::CONTENT_TYPE, baton_metrics::CONTENT_TYPE)], text)
 }
 
 /// `GET /healthz`: the server is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "`ok`: the server is up", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -84,6 +154,11 @@ async fn healthz() -> &'static str {
 /// `GET /readyz`: `200 ready` when the backend answers a cheap read (a heartbeat lookup) within
 /// [`READY_TIMEOUT`]; otherwise `503` saying why, so a load balancer sends no traffic to a
 /// server whose database is down.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "`ready`: the backend answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "The backend failed or did not answer in time", body = ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     let unavailable = |why: String| {
         ApiError::new(
@@ -103,6 +178,15 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 }
 
 /// `POST /api/v1/jobs`: enqueue a job; `201` with its id.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
+    responses(
+        (status = 201, description = "Enqueued; `Location` names the job", body = EnqueueResponse),
+        (status = 400, description = "A bad queue name, payload or retry policy", body = ErrorBody),
+        (status = 401, description = "No API token", body = ErrorBody),
+        (status = 403, description = "A wrong API token", body = ErrorBody),
+        (status = 413, description = "A body over the size limit", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+    ))]
 async fn enqueue_job(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<EnqueueRequest>,
@@ -119,6 +203,13 @@ async fn enqueue_job(
 }
 
 /// `GET /api/v1/jobs/{id}`: the job, or `404`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job: its queue, payload, state, attempts, result or error, lease and history", body = Object),
+        (status = 400, description = "An id that is not a positive integer", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -131,6 +222,13 @@ async fn get_job(
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: cancel the job; the job as it now is.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, now canceled", body = Object),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job already ended", body = ErrorBody),
+    ))]
 async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -142,6 +240,12 @@ async fn cancel_job(
 }
 
 /// `GET /api/v1/queues/{queue}/counts`: how many jobs of the queue are in each state.
+#[utoipa::path(get, path = "/api/v1/queues/{queue}/counts", tag = "queues",
+    params(("queue" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "Jobs per state: pending, running, succeeded, failed, canceled", body = Object),
+        (status = 400, description = "An invalid queue name", body = ErrorBody),
+    ))]
 async fn queue_counts(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,

@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use baton_core::{Backend, FencingToken, Owner, Timestamp};
 use baton_master::{
     DisableOutcome, Leadership, MasterControl, MasterEvent, MasterExecutor, MasterJob, MasterName,
@@ -31,11 +30,15 @@ use baton_master::{
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{ApiError, ApiJson, auth};
 use crate::backend;
 use crate::cli::parse_duration;
 use crate::config::{self, ApiToken, ConfigOverrides};
+use crate::wire::ErrorBody;
 
 /// The environment variable that hands the leadership's fencing token to the command.
 pub const FENCING_TOKEN_ENV: &str = "BATON_FENCING_TOKEN";
@@ -254,7 +257,7 @@ fn cli_owner() -> anyhow::Result<Owner> {
 }
 
 /// One master as `GET /api/mastercontrols` and `baton master status --json` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ControlEntry {
     /// The master's name.
@@ -330,7 +333,7 @@ pub fn status_table(entries: &[ControlEntry]) -> String {
 // HTTP
 
 /// The body of `POST /api/mastercontrols/disable`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisableRequest {
     /// The master's name.
@@ -341,7 +344,7 @@ pub struct DisableRequest {
 }
 
 /// The body of `POST /api/mastercontrols/enable`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnableRequest {
     /// The master's name.
@@ -355,17 +358,20 @@ struct ControlState {
 }
 
 /// The `/api/mastercontrols` routes over `backend`; the `POST`s need `token`.
-pub fn routes(backend: Arc<dyn Backend>, token: Option<ApiToken>) -> Router {
-    Router::new()
-        .route("/api/mastercontrols", get(list_controls))
-        .route("/api/mastercontrols/disable", post(disable_master))
-        .route("/api/mastercontrols/enable", post(enable_master))
+pub fn routes(backend: Arc<dyn Backend>, token: Option<ApiToken>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_controls))
+        .routes(routes!(disable_master))
+        .routes(routes!(enable_master))
         .with_state(ControlState {
             control: MasterControl::new(backend),
             token,
         })
 }
 
+/// Every master that leads or is disabled.
+#[utoipa::path(get, path = "/api/mastercontrols", tag = "masters",
+    responses((status = 200, description = "Every master that leads or is disabled", body = Vec<ControlEntry>)))]
 async fn list_controls(
     State(state): State<ControlState>,
 ) -> Result<Json<Vec<ControlEntry>>, ApiError> {
@@ -373,6 +379,14 @@ async fn list_controls(
     Ok(Json(entries.into_iter().map(ControlEntry::from).collect()))
 }
 
+/// Disables a master: its leader stops and no instance leads until it is enabled.
+#[utoipa::path(post, path = "/api/mastercontrols/disable", tag = "masters", request_body = DisableRequest,
+    responses(
+        (status = 200, description = "The master, now disabled", body = ControlEntry),
+        (status = 400, description = "A malformed body or master name", body = ErrorBody),
+        (status = 401, description = "No API token", body = ErrorBody),
+        (status = 403, description = "A wrong API token, or none configured", body = ErrorBody),
+    ))]
 async fn disable_master(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -390,6 +404,14 @@ async fn disable_master(
     entry(&state.control, &name).await.map(Json)
 }
 
+/// Enables a master again.
+#[utoipa::path(post, path = "/api/mastercontrols/enable", tag = "masters", request_body = EnableRequest,
+    responses(
+        (status = 200, description = "The master, now enabled", body = ControlEntry),
+        (status = 400, description = "A malformed body or master name", body = ErrorBody),
+        (status = 401, description = "No API token", body = ErrorBody),
+        (status = 403, description = "A wrong API token, or none configured", body = ErrorBody),
+    ))]
 async fn enable_master(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -7,14 +7,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use baton_core::{Backend, PoolName};
 use baton_sync::{PoolStatus, pool_status};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
+use crate::wire::ErrorBody;
 
 /// The pool `GET /api/monitoring` reports when no `pool` is given.
 pub const DEFAULT_POOL: &str = "accounts";
@@ -27,13 +29,19 @@ pub struct MonitoringQuery {
 }
 
 /// The monitoring routes over `backend`.
-pub fn routes(backend: Arc<dyn Backend>) -> Router {
-    Router::new()
-        .route("/api/monitoring", get(monitoring))
+pub fn routes(backend: Arc<dyn Backend>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(monitoring))
         .with_state(backend)
 }
 
 /// `GET /api/monitoring`: the pool's status; `400` for an invalid pool name.
+#[utoipa::path(get, path = "/api/monitoring", tag = "claims",
+    params(("pool" = Option<String>, Query, description = "The pool to report; `accounts` if omitted")),
+    responses(
+        (status = 200, description = "The pool's accounts, unclaimed accounts, and each process identity's accounts and liveness", body = Object),
+        (status = 400, description = "An invalid pool name", body = ErrorBody),
+    ))]
 async fn monitoring(
     State(backend): State<Arc<dyn Backend>>,
     Query(query): Query<MonitoringQuery>,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::auth::{self, Access};
+use crate::api::auth::Access;
 use crate::backend::{self, redact};
 use crate::config::BatonConfig;
 
@@ -132,12 +132,7 @@ pub async fn serve_metered(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let access = Arc::new(access);
-    let router = crate::api::router(backend.clone())
-        .merge(crate::monitoring::routes(backend.clone()))
-        .merge(crate::master::routes(backend, access.token().cloned()))
-        .merge(crate::api::metrics_routes(metered))
-        .layer(axum::middleware::from_fn_with_state(access, auth::require));
+    let router = crate::api::app(metered, access);
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),

@@ -7,9 +7,10 @@ use std::time::Duration;
 use baton_core::{JobId, NewJob, Priority, QueueName, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// The body of `POST /api/v1/jobs`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// The queue to put the job on.
@@ -25,6 +26,7 @@ pub struct EnqueueRequest {
     /// How the job is retried; the default policy when absent. Fields left out take their
     /// default, so `{"max_attempts": 3}` is enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub retry: Option<RetryPolicy>,
 }
 
@@ -59,14 +61,15 @@ impl EnqueueRequest {
 }
 
 /// The body of a `201 Created` answer to `POST /api/v1/jobs`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnqueueResponse {
     /// The new job's id.
+    #[schema(value_type = i64)]
     pub id: JobId,
 }
 
 /// The body of every error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, in words.
     pub error: String,
@@ -75,7 +78,7 @@ pub struct ErrorBody {
 }
 
 /// The kinds of API error, one per [`baton_core::Error`] variant a caller acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request was refused before anything changed (400, 413, 415, 405).

@@ -601,3 +601,75 @@ async fn metrics_count_what_the_api_did_and_report_queue_depths() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers() {
+    let server = TestServer::start().await;
+    let response = reqwest::get(format!("{}/api/v1/openapi.json", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await.unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3."),
+        "{document}"
+    );
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_token"]["scheme"],
+        "bearer"
+    );
+
+    let mut listed = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents no response"
+            );
+            listed.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    listed.sort();
+    // Every route of the server, as the module documentation of each lists them.
+    let mut expected = [
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /api/v1/openapi.json",
+        "POST /api/v1/jobs",
+        "GET /api/v1/jobs/{id}",
+        "POST /api/v1/jobs/{id}/cancel",
+        "GET /api/v1/queues/{queue}/counts",
+        "GET /api/monitoring",
+        "GET /api/mastercontrols",
+        "POST /api/mastercontrols/disable",
+        "POST /api/mastercontrols/enable",
+    ];
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+
+    // Each listed route is served: whatever it answers, it is not "no such route" or "method
+    // not allowed".
+    for route in &listed {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path.replace("{id}", "1").replace("{queue}", "q");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", server.url))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{route}: {body}");
+        if status == StatusCode::NOT_FOUND {
+            let error: ErrorBody = serde_json::from_str(&body).unwrap();
+            assert!(!error.error.contains("no such route"), "{route}: {body}");
+        }
+    }
+    server.shutdown().await;
+}
