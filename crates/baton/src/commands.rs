@@ -30,7 +30,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command {
-        Command::Serve(args) => serve::run(&config::load(file, &args.overrides())?).await,
+        Command::Serve(args) => {
+            let config = config::load(file, &args.overrides())?;
+            crate::telemetry::init("info", config.log_format);
+            serve::run(&config).await
+        }
         Command::Enqueue(args) => enqueue(file, &args).await,
         Command::Job(args) => show_job(file, &args).await,
         Command::Cancel(args) => cancel_job(file, &args).await,

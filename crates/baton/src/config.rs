@@ -62,6 +62,9 @@ pub struct BatonConfig {
     /// Whether reads (`GET`) are open to callers without the token when `api_token` is set.
     #[serde(default)]
     pub api_open_reads: bool,
+    /// How `baton serve` writes its log lines: `pretty` for people, `json` for log collectors.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// The master executor's timings (`[master]`), for `baton master run`.
     #[serde(default)]
     pub master: baton_master::MasterSettings,
@@ -101,6 +104,17 @@ impl Default for BrokerSettings {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Pretty,
+    /// One JSON object per event: `timestamp`, `level`, `fields`, `target` and the spans.
+    Json,
+}
+
 /// A secret bearer token; its `Debug` output hides it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -122,6 +136,7 @@ impl Default for BatonConfig {
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             api_token: None,
             api_open_reads: false,
+            log_format: LogFormat::Pretty,
             master: baton_master::MasterSettings::default(),
             broker: BrokerSettings::default(),
         }

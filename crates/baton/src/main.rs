@@ -6,7 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = baton::cli::Cli::parse();
-    baton::telemetry::init(&cli.command);
+    // `serve` logs as its configuration says, once it has read it.
+    if !matches!(cli.command, baton::cli::Command::Serve(_)) {
+        baton::telemetry::init("warn", baton::config::LogFormat::Pretty);
+    }
     match baton::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,20 +1,21 @@
-//! Logging: tracing to standard error, filtered by `RUST_LOG`.
+//! Logging: tracing to standard error, filtered by `RUST_LOG`, as readable lines or JSON.
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Command;
+use crate::config::LogFormat;
 
-/// Installs the global tracing subscriber: `RUST_LOG` if set, else `info` for `serve` and
-/// `warn` for the commands whose output is meant for people or scripts.
-pub fn init(command: &Command) {
-    let default = match command {
-        Command::Serve(_) => "info",
-        _ => "warn",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // A second install (as in tests that call this twice) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+/// Installs the global tracing subscriber: `RUST_LOG` if set, else `default_level` (`info` for
+/// `serve`, `warn` for the commands whose output is meant for people or scripts), written in
+/// `format`.
+pub fn init(default_level: &str, format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second install (as in tests that call this twice) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
 }

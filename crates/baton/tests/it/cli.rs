@@ -374,3 +374,36 @@ async fn client_commands_send_the_configured_api_token_and_fail_clearly_without_
     let output = terminate(child).await;
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[tokio::test]
+async fn serve_logs_one_json_object_per_line_when_configured() {
+    let dir = Scratch(temp_dir("cli-json-log"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = baton(
+        &dir.0,
+        &["serve", "--backend", "memory://", "--listen", &listen],
+    )
+    .env("BATON_LOG_FORMAT", "json")
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_until_healthy(
+        &Client::new(&format!("http://{listen}")).unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let output = terminate(child).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines.iter().all(|line| line["level"].is_string()), "{log}");
+    assert!(
+        lines.iter().any(|line| line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("baton serving on"))),
+        "{log}"
+    );
+}
