@@ -1,5 +1,7 @@
 //! Logging: tracing to standard error, filtered by `RUST_LOG`, as readable lines or JSON.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,7 +14,9 @@ pub fn init(default_level: &str, format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colors for a terminal only: a log file or collector gets plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     // A second install (as in tests that call this twice) keeps the first subscriber.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
