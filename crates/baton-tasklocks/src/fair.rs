@@ -125,12 +125,19 @@ impl Blocked {
     }
 }
 
-/// One description per grant (a grant covers several names): its reason, or its owner.
+/// One description per grant (a grant covers several names and shows once per name): its
+/// reason, or its owner. Tokens count per name, so two grants of one owner on different names
+/// may share a token: the reason tells them apart.
 fn describe(holders: &[LockHolder]) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for holder in holders {
-        if !seen.insert((holder.lease.owner().clone(), holder.lease.token())) {
+        let grant = (
+            holder.lease.owner().clone(),
+            holder.lease.token(),
+            &holder.reason,
+        );
+        if !seen.insert(grant) {
             continue;
         }
         if holder.reason.is_empty() {
@@ -623,5 +630,39 @@ async fn keep<B: Lock + ?Sized>(
                 next = Instant::now() + (every / 4).max(Duration::from_millis(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_core::{FencingToken, Lease, LockName, Owner, Timestamp};
+
+    use super::*;
+
+    fn holder(name: &str, token: u64, reason: &str) -> LockHolder {
+        LockHolder {
+            name: LockName::new(name).unwrap_or_else(|e| panic!("{e}")),
+            lease: Lease::granted(
+                Owner::new("ops-1").unwrap_or_else(|e| panic!("{e}")),
+                FencingToken::new(token),
+                Timestamp::from_millis(0),
+            ),
+            reason: reason.to_owned(),
+            since: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn a_grant_over_several_names_is_described_once_and_two_grants_with_one_token_twice() {
+        let holders = [
+            holder("app:1", 1, "migration"),
+            holder("app:2", 1, "migration"),
+            holder("app:3", 1, "backup of app 3"),
+            holder("app:4", 1, "backup of app 4"),
+        ];
+        assert_eq!(
+            describe(&holders),
+            ["migration", "backup of app 3", "backup of app 4"]
+        );
     }
 }
