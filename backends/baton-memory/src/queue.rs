@@ -354,6 +354,31 @@ impl Queue for MemoryBackend {
             .ok_or_else(|| Error::not_found(format!("job {id}")))
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let now = self.now();
+        let mut store = lock(&self.inner.jobs);
+        let record = store
+            .records
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        match record.job.state {
+            JobState::Pending | JobState::Running => return Ok(record.job.clone()),
+            JobState::Succeeded => {
+                return Err(Error::conflict(format!("job {id} already succeeded")));
+            }
+            JobState::Failed | JobState::Canceled => {}
+        }
+        if let Some(finished_at) = record.job.finished_at.take() {
+            store.finished.remove(&(finished_at, id));
+        }
+        store.retry_or_fail(id, Some(Duration::ZERO), now, &self.inner.dispatch);
+        store
+            .records
+            .get(&id)
+            .map(|record| record.job.clone())
+            .ok_or_else(|| Error::not_found(format!("job {id}")))
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let store = lock(&self.inner.jobs);
         Ok(store.records.get(&id).map(|record| record.job.clone()))

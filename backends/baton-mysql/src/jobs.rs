@@ -347,6 +347,33 @@ impl MysqlStore {
         Ok((job, outbox))
     }
 
+    pub(crate) async fn retry_once(&self, id: JobId) -> Result<(Job, Outbox), TxError> {
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
+        let now = now(&mut tx).await?;
+        let mut job = self
+            .lock_job(&mut tx, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        match job.state {
+            JobState::Pending | JobState::Running => {
+                tx.commit().await?;
+                return Ok((job, Outbox::default()));
+            }
+            JobState::Succeeded => {
+                return Err(Error::conflict(format!("job {id} already succeeded")).into());
+            }
+            JobState::Failed | JobState::Canceled => {}
+        }
+        job.finished_at = None;
+        retry_or_fail(&mut job, Some(Duration::ZERO), now);
+        self.write_job(&mut tx, &job).await?;
+        let mut outbox = Outbox::default();
+        outbox.push(&job, now);
+        self.write_events(&mut tx, &outbox.events).await?;
+        tx.commit().await?;
+        Ok((job, outbox))
+    }
+
     /// One batch of expired leases; returns the jobs it touched.
     pub(crate) async fn requeue_once(&self) -> Result<(Vec<JobId>, Outbox), TxError> {
         let mut tx = baton_sql::begin(&self.inner.pool, None).await?;

@@ -122,6 +122,12 @@ impl Queue for MysqlStore {
         Ok(job)
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let (job, outbox) = retrying(|| self.retry_once(id)).await?;
+        self.deliver(&outbox);
+        Ok(job)
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let row: Option<JobRow> = sqlx::query_as(self.stmt(SELECT_JOB))
             .bind(id.get())

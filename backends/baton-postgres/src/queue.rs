@@ -382,6 +382,34 @@ impl Queue for PostgresBackend {
         Ok(job)
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
+        let row = sqlx::query(self.inner.sql.select_for_update.clone())
+            .bind(id.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        let current = decode_job(&row)?;
+        match current.state {
+            JobState::Pending | JobState::Running => return Ok(current),
+            JobState::Succeeded => {
+                return Err(Error::conflict(format!("job {id} already succeeded")));
+            }
+            JobState::Failed | JobState::Canceled => {}
+        }
+        let row = sqlx::query(self.inner.sql.retry.clone())
+            .bind(id.get())
+            .bind(self.inner.origin)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let job = decode_job(&row)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        self.deliver(&job, true);
+        Ok(job)
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let row = sqlx::query(self.inner.sql.get.clone())
             .bind(id.get())

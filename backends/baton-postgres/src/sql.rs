@@ -134,6 +134,7 @@ pub(crate) struct Statements {
     pub(crate) select_for_update: SqlStr,
     pub(crate) job_states: SqlStr,
     pub(crate) cancel: SqlStr,
+    pub(crate) retry: SqlStr,
     pub(crate) get: SqlStr,
     pub(crate) last: SqlStr,
     pub(crate) counts: SqlStr,
@@ -263,6 +264,14 @@ impl Statements {
                 RETURNING *
             )
             SELECT {cols}, {event} FROM upd", &[("$OUTCOME", "$2"), ("$ORIGIN", "$3")]),
+            // A failed or canceled job (the caller checked, holding the row) due again now.
+            retry: with("WITH upd AS (
+                UPDATE {prefix}jobs SET state = 'pending', run_at = {now}, finished_at = NULL
+                WHERE id = $1
+                RETURNING *
+            )
+            SELECT {cols}, {event}, pg_notify('{prefix}wake', queue)::text AS woke
+            FROM upd", &[("$ORIGIN", "$2")]),
             get: sql("SELECT {cols} FROM {prefix}jobs WHERE id = $1"),
             last: sql("SELECT {cols} FROM {prefix}jobs WHERE queue = $1 ORDER BY id DESC LIMIT 1"),
             counts: sql(

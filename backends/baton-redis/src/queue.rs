@@ -294,6 +294,26 @@ impl Queue for RedisBackend {
         }
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let reply = self
+            .job_script(&self.inner.scripts.retry, &[id.get().to_string()])
+            .await?;
+        let (status, mut rest) = value::status(reply)?;
+        match status.as_str() {
+            "ok" => {
+                let job = value::some_job(rest.next().ok_or_else(|| unexpected("retry reply"))?)?;
+                let changed = rest.next().map(value::int).transpose()?.unwrap_or(0) == 1;
+                if changed {
+                    self.announce(&job);
+                }
+                Ok(job)
+            }
+            "notfound" => Err(Error::not_found(format!("job {id}"))),
+            "conflict" => Err(Error::conflict(format!("job {id} already succeeded"))),
+            other => Err(unexpected(format!("retry status {other:?}"))),
+        }
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let reply = self
             .job_script(&self.inner.scripts.get, &[id.get().to_string()])

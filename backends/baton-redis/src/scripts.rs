@@ -20,6 +20,7 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) fail: Script,
     pub(crate) cancel: Script,
+    pub(crate) retry: Script,
     pub(crate) requeue: Script,
     pub(crate) purge: Script,
     pub(crate) get: Script,
@@ -67,6 +68,7 @@ impl Scripts {
             complete: job(include_str!("../lua/complete.lua")),
             fail: job(include_str!("../lua/fail.lua")),
             cancel: job(include_str!("../lua/cancel.lua")),
+            retry: job(include_str!("../lua/retry.lua")),
             requeue: job(include_str!("../lua/requeue.lua")),
             purge: job(include_str!("../lua/purge.lua")),
             get: job(include_str!("../lua/get.lua")),
@@ -90,7 +92,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 26] {
+    fn all(&self) -> [&Script; 27] {
         [
             &self.enqueue,
             &self.reserve,
@@ -98,6 +100,7 @@ impl Scripts {
             &self.complete,
             &self.fail,
             &self.cancel,
+            &self.retry,
             &self.requeue,
             &self.purge,
             &self.get,

@@ -241,6 +241,11 @@ impl<B: Queue + Clone + 'static> Queue for Detached<B> {
         run(async move { inner.cancel(id).await }).await
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let inner = self.inner.clone();
+        run(async move { inner.retry(id).await }).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let inner = self.inner.clone();
         run(async move { inner.get(id).await }).await

@@ -129,6 +129,28 @@ impl Queue for SqliteBackend {
         Ok(job)
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        let mut changes = Changes::default();
+        let mut write = self.write().await?;
+        let now = Timestamp::from_millis(write.now);
+        let mut job = self
+            .load(&mut write, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        match job.state {
+            JobState::Pending | JobState::Running => return Ok(job),
+            JobState::Succeeded => {
+                return Err(Error::conflict(format!("job {id} already succeeded")));
+            }
+            JobState::Failed | JobState::Canceled => {}
+        }
+        job.finished_at = None;
+        retry_or_fail(&mut job, Some(Duration::ZERO), now);
+        self.store(&mut write, &job, &mut changes).await?;
+        self.commit_and_announce(write, changes).await?;
+        Ok(job)
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         sqlx::query_as::<_, JobRow>(self.sql().job_by_id.clone())
             .bind(id.get())

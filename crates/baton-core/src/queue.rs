@@ -162,6 +162,16 @@ pub trait Queue: Send + Sync {
     /// `NotFound` for an unknown job; `Conflict` for a job that already succeeded or failed.
     async fn cancel(&self, id: JobId) -> Result<Job>;
 
+    /// Runs a failed or canceled job again: it becomes pending and due now, keeping its
+    /// attempts, history and last error, and its retry policy applies again with at least one
+    /// more attempt allowed (an attempt that fails once the policy's attempts are used up fails
+    /// the job for good). Retrying a pending or running job returns it as it is.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown job; `Conflict` for a job that succeeded.
+    async fn retry(&self, id: JobId) -> Result<Job>;
+
     /// The job with `id`, if it exists (not purged).
     async fn get(&self, id: JobId) -> Result<Option<Job>>;
 

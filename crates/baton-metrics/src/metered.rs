@@ -236,6 +236,10 @@ impl<B: Queue + ?Sized> Queue for Metered<B> {
         Ok(job)
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        self.observe("retry", self.inner.retry(id)).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.observe("get", self.inner.get(id)).await
     }

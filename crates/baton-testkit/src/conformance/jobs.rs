@@ -34,6 +34,18 @@ pub(super) fn cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
             cancel_twice
         ),
         case!(
+            "a failed job retried runs again, keeping its history, with one more attempt",
+            retry_failed
+        ),
+        case!(
+            "a canceled job retried runs again; a pending one is returned as it is",
+            retry_canceled_and_pending
+        ),
+        case!(
+            "retrying a succeeded job is a conflict and an unknown one not found",
+            retry_refused
+        ),
+        case!(
             "purge_finished deletes old terminal jobs and keeps newer and unfinished ones",
             purge_finished
         ),
@@ -163,6 +175,148 @@ async fn cancel_finished<B: Backend>(h: Harness<B>) -> CaseResult {
             stored.state
         );
     }
+    Ok(())
+}
+
+async fn retry_failed<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("jobs")?;
+    let worker = owner("worker")?;
+    // One attempt allowed: the failure below uses it up.
+    let id = h
+        .backend
+        .enqueue(&job_with_retry(
+            &jobs,
+            json!("flaky"),
+            immediate_retries(1),
+        )?)
+        .await
+        .ctx("enqueue")?;
+    let first = reserve_one(&h.backend, &jobs, &worker, LONG_TTL).await?;
+    let failed = h
+        .backend
+        .fail(&first.lease, "first try", Retry::ByPolicy)
+        .await
+        .ctx("fail")?;
+    ensure!(failed.state == JobState::Failed, "failed as {failed:?}");
+
+    let retried = h.backend.retry(id).await.ctx("retry")?;
+    ensure!(
+        retried.state == JobState::Pending
+            && retried.finished_at.is_none()
+            && retried.lease.is_none()
+            && retried.attempts == 1
+            && retried.history.len() == 1,
+        "a retried job is {retried:?}"
+    );
+    let counts = h.backend.counts(&jobs).await.ctx("counts")?;
+    ensure!(
+        counts.pending == 1 && counts.failed == 0 && counts.total() == 1,
+        "counts after retry: {counts:?}"
+    );
+    // Due at once, with its payload, its earlier attempt kept and a fresh lease token.
+    let second = reserve_one(&h.backend, &jobs, &worker, LONG_TTL).await?;
+    ensure!(
+        second.job.id == id
+            && second.job.attempts == 2
+            && second.job.history.len() == 2
+            && second.job.payload == json!("flaky")
+            && second.lease.lease.token() > first.lease.lease.token(),
+        "the retried job was reserved as {:?}",
+        second.job
+    );
+    expect_lease_lost(
+        h.backend.complete(&first.lease, json!("stale")).await,
+        "complete with the first attempt's lease",
+    )?;
+    // The policy's attempts are used up: failing again fails the job for good.
+    let again = h
+        .backend
+        .fail(&second.lease, "second try", Retry::ByPolicy)
+        .await
+        .ctx("fail again")?;
+    ensure!(again.state == JobState::Failed, "failed again as {again:?}");
+    let retried = h.backend.retry(id).await.ctx("retry again")?;
+    let third = reserve_one(&h.backend, &jobs, &worker, LONG_TTL).await?;
+    ensure!(third.job.id == retried.id, "reserved {:?}", third.job);
+    let done = h
+        .backend
+        .complete(&third.lease, json!("at last"))
+        .await
+        .ctx("complete")?;
+    ensure!(
+        done.state == JobState::Succeeded && done.attempts == 3 && done.history.len() == 3,
+        "completed as {done:?}"
+    );
+    let counts = h.backend.counts(&jobs).await.ctx("counts")?;
+    ensure!(
+        counts.succeeded == 1 && counts.total() == 1,
+        "counts at the end: {counts:?}"
+    );
+    Ok(())
+}
+
+async fn retry_canceled_and_pending<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("jobs")?;
+    let canceled = h
+        .backend
+        .enqueue(&job(&jobs, json!("c"))?)
+        .await
+        .ctx("enqueue")?;
+    h.backend.cancel(canceled).await.ctx("cancel")?;
+    expect_nothing_due(&h.backend, &jobs, "after canceling").await?;
+    let retried = h.backend.retry(canceled).await.ctx("retry")?;
+    ensure!(
+        retried.state == JobState::Pending && retried.finished_at.is_none(),
+        "a retried canceled job is {retried:?}"
+    );
+    let pending = h
+        .backend
+        .enqueue(&job(&jobs, json!("p"))?)
+        .await
+        .ctx("enqueue")?;
+    let before = h.backend.get(pending).await.ctx("get")?.ctx("job")?;
+    let same = h.backend.retry(pending).await.ctx("retry a pending job")?;
+    ensure!(
+        same == before,
+        "retrying a pending job changed it: {same:?}"
+    );
+    let reserved = reserve_one(&h.backend, &jobs, &owner("worker")?, LONG_TTL).await?;
+    ensure!(
+        reserved.job.id == canceled,
+        "reserved {} before the retried job",
+        reserved.job.id
+    );
+    let running = h.backend.retry(canceled).await.ctx("retry a running job")?;
+    ensure!(
+        running.state == JobState::Running && running.lease == reserved.job.lease,
+        "retrying a running job changed it: {running:?}"
+    );
+    Ok(())
+}
+
+async fn retry_refused<B: Backend>(h: Harness<B>) -> CaseResult {
+    let jobs = queue("jobs")?;
+    let id = h
+        .backend
+        .enqueue(&job(&jobs, json!(1))?)
+        .await
+        .ctx("enqueue")?;
+    let reserved = reserve_one(&h.backend, &jobs, &owner("worker")?, LONG_TTL).await?;
+    h.backend
+        .complete(&reserved.lease, json!("done"))
+        .await
+        .ctx("complete")?;
+    expect_conflict(h.backend.retry(id).await, "retry a succeeded job")?;
+    let stored = h.backend.get(id).await.ctx("get")?.ctx("job")?;
+    ensure!(
+        stored.state == JobState::Succeeded,
+        "a refused retry changed the job to {}",
+        stored.state
+    );
+    expect_not_found(
+        h.backend.retry(JobId::new(id.get() + 1000)).await,
+        "retry an unknown job",
+    )?;
     Ok(())
 }
 

@@ -75,6 +75,8 @@ pub enum Op {
     Fail,
     /// [`Queue::cancel`](baton_core::Queue::cancel).
     Cancel,
+    /// [`Queue::retry`](baton_core::Queue::retry).
+    Retry,
     /// [`Queue::get`](baton_core::Queue::get).
     Get,
     /// [`Queue::last`](baton_core::Queue::last).
@@ -97,7 +99,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, trait by trait.
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 34] = [
         Self::Beat,
         Self::Alive,
         Self::DeadOwners,
@@ -122,6 +124,7 @@ impl Op {
         Self::Complete,
         Self::Fail,
         Self::Cancel,
+        Self::Retry,
         Self::Get,
         Self::Last,
         Self::Counts,
@@ -160,6 +163,7 @@ impl Op {
             Self::Complete => "Queue::complete",
             Self::Fail => "Queue::fail",
             Self::Cancel => "Queue::cancel",
+            Self::Retry => "Queue::retry",
             Self::Get => "Queue::get",
             Self::Last => "Queue::last",
             Self::Counts => "Queue::counts",

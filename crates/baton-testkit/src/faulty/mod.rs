@@ -209,6 +209,10 @@ impl<B: Queue> Queue for Faulty<B> {
         self.call(Op::Cancel, self.inner.cancel(id)).await
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        self.call(Op::Retry, self.inner.retry(id)).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.call(Op::Get, self.inner.get(id)).await
     }

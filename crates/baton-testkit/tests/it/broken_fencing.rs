@@ -180,6 +180,10 @@ impl<B: Queue> Queue for NoFencing<B> {
         self.inner.cancel(id).await
     }
 
+    async fn retry(&self, id: JobId) -> Result<Job> {
+        self.inner.retry(id).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.inner.get(id).await
     }
@@ -221,7 +225,7 @@ impl<B: Dispatch> Dispatch for NoFencing<B> {
 }
 
 /// Cases that must fail when stale, expired, released or revoked leases are honoured.
-const FENCING_CASES: [&str; 17] = [
+const FENCING_CASES: [&str; 18] = [
     "a stale token cannot complete a job",
     "a stale token cannot fail a job",
     "a stale token cannot touch a job",
@@ -229,6 +233,7 @@ const FENCING_CASES: [&str; 17] = [
     "a forged job token is refused",
     "a finished job's lease cannot complete or fail it again",
     "canceling a running job revokes its lease and no retry follows",
+    "a failed job retried runs again, keeping its history, with one more attempt",
     "complete_and_reserve completes the job and reserves the next, even after a lost lease",
     "a stale lock lease cannot renew or release, and the new holder keeps the lock",
     "an expired lock lease is refused even when no one took over",
