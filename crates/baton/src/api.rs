@@ -6,6 +6,7 @@
 //! | `POST /api/v1/jobs`                  | `201 {"id": 1}` for an [`EnqueueRequest`]    |
 //! | `GET /api/v1/jobs/{id}`              | the [`baton_core::Job`], or `404`             |
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
+//! | `POST /api/v1/jobs/{id}/retry`       | the job, pending again; `409` if it succeeded |
 //! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
@@ -68,6 +69,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
         .routes(routes!(enqueue_job))
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
         .routes(routes!(queue_counts))
         .with_state(AppState {
             backend: backend.clone(),
@@ -236,6 +238,24 @@ async fn cancel_job(
     let id: JobId = id.parse()?;
     let job = state.backend.cancel(id).await?;
     tracing::debug!(job = %id, "canceled");
+    Ok(Json(job))
+}
+
+/// `POST /api/v1/jobs/{id}/retry`: run a failed or canceled job again; the job as it now is.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, pending and due now (a pending or running job as it is)", body = Object),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job succeeded", body = ErrorBody),
+    ))]
+async fn retry_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id: JobId = id.parse()?;
+    let job = state.backend.retry(id).await?;
+    tracing::debug!(job = %id, "retried");
     Ok(Json(job))
 }
 

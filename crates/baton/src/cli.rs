@@ -56,6 +56,8 @@ pub enum Command {
     Job(JobArgs),
     /// Cancel a job: a pending one never runs, a running one's completion is refused
     Cancel(JobArgs),
+    /// Run a failed or canceled job again, due now, with at least one more attempt
+    Retry(JobArgs),
     /// Print how many jobs of a queue are in each state, as JSON
     Counts(CountsArgs),
     /// Measure a backend in-process and print one JSON line per figure

@@ -198,6 +198,21 @@ impl Client {
         .await
     }
 
+    /// Runs a failed or canceled job again; the job as it now is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::cancel`]; [`ErrorKind::Conflict`] for a job that succeeded.
+    pub async fn retry(&self, id: JobId) -> Result<Job, ClientError> {
+        let id = id.to_string();
+        self.call(
+            Method::POST,
+            &["api", "v1", "jobs", &id, "retry"],
+            None::<&()>,
+        )
+        .await
+    }
+
     /// How many jobs of `queue` are in each state.
     ///
     /// # Errors

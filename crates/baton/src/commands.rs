@@ -38,6 +38,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => enqueue(file, &args).await,
         Command::Job(args) => show_job(file, &args).await,
         Command::Cancel(args) => cancel_job(file, &args).await,
+        Command::Retry(args) => retry_job(file, &args).await,
         Command::Counts(args) => counts(file, &args).await,
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;
@@ -96,6 +97,13 @@ async fn show_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
 async fn cancel_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
     let job = client(file, &args.server.overrides())?
         .cancel(args.id)
+        .await?;
+    print_line(&serde_json::to_string_pretty(&job)?)
+}
+
+async fn retry_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
+    let job = client(file, &args.server.overrides())?
+        .retry(args.id)
         .await?;
     print_line(&serde_json::to_string_pretty(&job)?)
 }

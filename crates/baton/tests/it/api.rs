@@ -260,6 +260,39 @@ async fn cancel_ends_a_pending_job_and_conflicts_with_a_finished_one() {
 }
 
 #[tokio::test]
+async fn retry_puts_a_canceled_job_back_and_conflicts_with_a_succeeded_one() {
+    let server = TestServer::start().await;
+    let id = server
+        .client
+        .enqueue(&EnqueueRequest::new("q", json!("again")))
+        .await
+        .unwrap();
+    server.client.cancel(id).await.unwrap();
+    let retried = server.client.retry(id).await.unwrap();
+    assert_eq!(retried.state, JobState::Pending);
+    assert_eq!(retried.finished_at, None);
+
+    let queue = QueueName::new("q").unwrap();
+    let owner = Owner::new("test-worker").unwrap();
+    let reserved = server
+        .backend
+        .reserve(&[queue], &owner, Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(reserved[0].job.id, id, "the retried job runs again");
+    server
+        .backend
+        .complete(&reserved[0].lease, json!("ok"))
+        .await
+        .unwrap();
+    let error = server.client.retry(id).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::CONFLICT));
+    let error = server.client.retry(JobId::new(424_242)).await.unwrap_err();
+    assert_eq!(error.kind(), Some(ErrorKind::NotFound));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn counts_tell_how_many_jobs_of_a_queue_are_in_each_state() {
     let server = TestServer::start().await;
     for n in 0..3 {
@@ -641,6 +674,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "POST /api/v1/jobs",
         "GET /api/v1/jobs/{id}",
         "POST /api/v1/jobs/{id}/cancel",
+        "POST /api/v1/jobs/{id}/retry",
         "GET /api/v1/queues/{queue}/counts",
         "GET /api/monitoring",
         "GET /api/mastercontrols",
