@@ -8,6 +8,7 @@
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
 //! | `POST /api/v1/jobs/{id}/retry`       | the job, pending again; `409` if it succeeded |
 //! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
+//! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //! | `GET /metrics`                       | every metric in Prometheus text ([`baton_metrics`]) |
@@ -32,7 +33,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
-use baton_core::{Backend, Job, JobId, Owner, QueueCounts, QueueName};
+use baton_core::{Backend, Job, JobId, LockHolder, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, LicenseBuilder};
@@ -71,6 +72,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
         .routes(routes!(cancel_job))
         .routes(routes!(retry_job))
         .routes(routes!(queue_counts))
+        .routes(routes!(locks))
         .with_state(AppState {
             backend: backend.clone(),
         })
@@ -257,6 +259,13 @@ async fn retry_job(
     let job = state.backend.retry(id).await?;
     tracing::debug!(job = %id, "retried");
     Ok(Json(job))
+}
+
+/// `GET /api/v1/locks`: every lock held now, by name.
+#[utoipa::path(get, path = "/api/v1/locks", tag = "locks",
+    responses((status = 200, description = "Every lock held now: its name, its holder's lease (owner, fencing token, expiry), reason and since when", body = Vec<Object>)))]
+async fn locks(State(state): State<AppState>) -> Result<Json<Vec<LockHolder>>, ApiError> {
+    Ok(Json(state.backend.holders().await?))
 }
 
 /// `GET /api/v1/queues/{queue}/counts`: how many jobs of the queue are in each state.

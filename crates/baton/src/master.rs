@@ -6,8 +6,14 @@
 //! | `POST /api/mastercontrols/disable`    | `{"lockName": …, "reason": …}`    | the master's [`ControlEntry`] |
 //! | `POST /api/mastercontrols/enable`     | `{"lockName": …}`                 | the master's [`ControlEntry`] |
 //! | `GET /api/mastercontrols`             |                                   | every [`ControlEntry`]  |
+//! | `GET /api/v1/masters`                 |                                   | every [`ControlEntry`]  |
+//! | `POST /api/v1/masters/{name}/disable` | `{"reason": …}` ([`DisableBody`])  | the master's [`ControlEntry`] |
+//! | `POST /api/v1/masters/{name}/enable`  |                                   | the master's [`ControlEntry`] |
 //!
-//! The two `POST` routes change state: they need `Authorization: Bearer <api_token>` with the
+//! The `/api/mastercontrols` routes are the paths of the system these controls replace, kept
+//! as aliases of the `/api/v1/masters` ones.
+//!
+//! The `POST` routes change state: they need `Authorization: Bearer <api_token>` with the
 //! configured `api_token` (`401` without it, `403` with a wrong one), and are refused (`403`)
 //! when no token is configured, as the system these controls replace refused them.
 
@@ -34,7 +40,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, auth};
+use crate::api::{ApiError, ApiJson, ApiPath, auth};
 use crate::backend;
 use crate::cli::parse_duration;
 use crate::config::{self, ApiToken, ConfigOverrides};
@@ -357,9 +363,13 @@ struct ControlState {
     token: Option<ApiToken>,
 }
 
-/// The `/api/mastercontrols` routes over `backend`; the `POST`s need `token`.
+/// The `/api/v1/masters` routes and their `/api/mastercontrols` aliases over `backend`; the
+/// `POST`s need `token`.
 pub fn routes(backend: Arc<dyn Backend>, token: Option<ApiToken>) -> OpenApiRouter {
     OpenApiRouter::new()
+        .routes(routes!(list_masters))
+        .routes(routes!(disable_named))
+        .routes(routes!(enable_named))
         .routes(routes!(list_controls))
         .routes(routes!(disable_master))
         .routes(routes!(enable_master))
@@ -369,7 +379,60 @@ pub fn routes(backend: Arc<dyn Backend>, token: Option<ApiToken>) -> OpenApiRout
         })
 }
 
+/// The body of `POST /api/v1/masters/{name}/disable`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableBody {
+    /// Why it is disabled.
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// Every master that leads or is disabled.
+#[utoipa::path(get, path = "/api/v1/masters", tag = "masters",
+    responses((status = 200, description = "Every master that leads or is disabled", body = Vec<ControlEntry>)))]
+async fn list_masters(state: State<ControlState>) -> Result<Json<Vec<ControlEntry>>, ApiError> {
+    list_controls(state).await
+}
+
+/// Disables the master `name`: its leader stops and no instance leads until it is enabled.
+#[utoipa::path(post, path = "/api/v1/masters/{name}/disable", tag = "masters", request_body = DisableBody,
+    params(("name" = String, Path, description = "The master's name")),
+    responses(
+        (status = 200, description = "The master, now disabled", body = ControlEntry),
+        (status = 400, description = "A malformed body or master name", body = ErrorBody),
+        (status = 401, description = "No API token", body = ErrorBody),
+        (status = 403, description = "A wrong API token, or none configured", body = ErrorBody),
+    ))]
+async fn disable_named(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<DisableBody>,
+) -> Result<Json<ControlEntry>, ApiError> {
+    auth::check(state.token.as_ref(), &headers)?;
+    disable(&state, &name, &body.reason).await.map(Json)
+}
+
+/// Enables the master `name` again.
+#[utoipa::path(post, path = "/api/v1/masters/{name}/enable", tag = "masters",
+    params(("name" = String, Path, description = "The master's name")),
+    responses(
+        (status = 200, description = "The master, now enabled", body = ControlEntry),
+        (status = 400, description = "An invalid master name", body = ErrorBody),
+        (status = 401, description = "No API token", body = ErrorBody),
+        (status = 403, description = "A wrong API token, or none configured", body = ErrorBody),
+    ))]
+async fn enable_named(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ControlEntry>, ApiError> {
+    auth::check(state.token.as_ref(), &headers)?;
+    enable(&state, &name).await.map(Json)
+}
+
+/// Every master that leads or is disabled (the alias of `GET /api/v1/masters`).
 #[utoipa::path(get, path = "/api/mastercontrols", tag = "masters",
     responses((status = 200, description = "Every master that leads or is disabled", body = Vec<ControlEntry>)))]
 async fn list_controls(
@@ -393,15 +456,29 @@ async fn disable_master(
     ApiJson(request): ApiJson<DisableRequest>,
 ) -> Result<Json<ControlEntry>, ApiError> {
     auth::check(state.token.as_ref(), &headers)?;
-    let name = MasterName::new(&request.lock_name)?;
-    let reason = if request.reason.is_empty() {
+    disable(&state, &request.lock_name, &request.reason)
+        .await
+        .map(Json)
+}
+
+/// Disables the master `name` for `reason` (a default reason when empty).
+async fn disable(state: &ControlState, name: &str, reason: &str) -> Result<ControlEntry, ApiError> {
+    let name = MasterName::new(name)?;
+    let reason = if reason.is_empty() {
         "disabled through the api"
     } else {
-        &request.reason
+        reason
     };
     let by = Owner::new("api")?;
     state.control.disable(&name, reason, &by).await?;
-    entry(&state.control, &name).await.map(Json)
+    entry(&state.control, &name).await
+}
+
+/// Enables the master `name`.
+async fn enable(state: &ControlState, name: &str) -> Result<ControlEntry, ApiError> {
+    let name = MasterName::new(name)?;
+    state.control.enable(&name).await?;
+    entry(&state.control, &name).await
 }
 
 /// Enables a master again.
@@ -418,9 +495,7 @@ async fn enable_master(
     ApiJson(request): ApiJson<EnableRequest>,
 ) -> Result<Json<ControlEntry>, ApiError> {
     auth::check(state.token.as_ref(), &headers)?;
-    let name = MasterName::new(&request.lock_name)?;
-    state.control.enable(&name).await?;
-    entry(&state.control, &name).await.map(Json)
+    enable(&state, &request.lock_name).await.map(Json)
 }
 
 async fn entry(

@@ -677,6 +677,10 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "POST /api/v1/jobs/{id}/retry",
         "GET /api/v1/queues/{queue}/counts",
         "GET /api/monitoring",
+        "GET /api/v1/locks",
+        "GET /api/v1/masters",
+        "POST /api/v1/masters/{name}/disable",
+        "POST /api/v1/masters/{name}/enable",
         "GET /api/mastercontrols",
         "POST /api/mastercontrols/disable",
         "POST /api/mastercontrols/enable",
@@ -688,7 +692,10 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
     // not allowed".
     for route in &listed {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{id}", "1").replace("{queue}", "q");
+        let path = path
+            .replace("{id}", "1")
+            .replace("{queue}", "q")
+            .replace("{name}", "m");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let response = reqwest::Client::new()
             .request(method, format!("{}{path}", server.url))
@@ -704,6 +711,39 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
             let error: ErrorBody = serde_json::from_str(&body).unwrap();
             assert!(!error.error.contains("no such route"), "{route}: {body}");
         }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn locks_lists_every_lock_held_with_its_holder_and_reason() {
+    use baton_core::{Lock, LockName, LockRequest};
+
+    let server = TestServer::start().await;
+    let request = LockRequest::new(
+        [
+            LockName::new("app:1").unwrap(),
+            LockName::new("app:2").unwrap(),
+        ],
+        Owner::new("ops-1").unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .with_reason("migration of apps 1 and 2")
+    .unwrap();
+    server.backend.acquire(&request).await.unwrap();
+    let held: Value = reqwest::get(format!("{}/api/v1/locks", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    for (holder, name) in held.iter().zip(["app:1", "app:2"]) {
+        assert_eq!(holder["name"], name);
+        assert_eq!(holder["reason"], "migration of apps 1 and 2");
+        assert_eq!(holder["lease"]["owner"], "ops-1");
     }
     server.shutdown().await;
 }

@@ -508,3 +508,46 @@ async fn bench_master_failover_prints_one_figure_per_mode_with_a_time_per_round(
     assert!(figure["clean_handover_ms"].is_u64());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn v1_master_routes_disable_list_and_enable_by_name_under_the_token() {
+    let backend = MemoryBackend::new();
+    let url = server(&backend, Some(TOKEN)).await;
+    let disable = "/api/v1/masters/JOB-SCHEDULER/disable";
+    let (status, _) = post(&url, disable, None, json!({"reason": "maintenance"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, entry) = post(&url, disable, Some(TOKEN), json!({"reason": "maintenance"})).await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
+    assert_eq!(entry["disabled"], true);
+    assert_eq!(entry["disabledReason"], "maintenance");
+
+    let listed: Vec<ControlEntry> = reqwest::get(format!("{url}/api/v1/masters"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].lock_name, "JOB-SCHEDULER");
+    assert!(listed[0].disabled);
+    // The alias lists the same.
+    assert_eq!(list(&url).await, listed);
+
+    let enable = "/api/v1/masters/JOB-SCHEDULER/enable";
+    let (status, entry) = post(&url, enable, Some(TOKEN), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
+    assert_eq!(entry["disabled"], false);
+    let (status, _) = post(
+        &url,
+        "/api/v1/masters/bad%01name/enable",
+        Some(TOKEN),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // With no token configured, the v1 routes refuse changes as the aliases do.
+    let open = server(&backend, None).await;
+    let (status, _) = post(&open, disable, Some(TOKEN), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
