@@ -29,6 +29,8 @@ pub(crate) struct Jobs {
     running: BTreeSet<(Timestamp, JobId)>,
     /// Terminal jobs by when they ended.
     finished: BTreeSet<(Timestamp, JobId)>,
+    /// Queues whose jobs are not reserved.
+    paused: BTreeSet<QueueName>,
 }
 
 struct Record {
@@ -105,6 +107,9 @@ impl Jobs {
     fn take_due(&mut self, queues: &[QueueName], now: Timestamp) -> Option<JobId> {
         let mut best: Option<(DueKey, &QueueName)> = None;
         for name in queues {
+            if self.paused.contains(name) {
+                continue;
+            }
             let Some(index) = self.queues.get_mut(name) else {
                 continue;
             };
@@ -401,6 +406,22 @@ impl Queue for MemoryBackend {
             .get(queue)
             .map(|index| index.counts)
             .unwrap_or_default())
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        lock(&self.inner.jobs).paused.insert(queue.clone());
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        if lock(&self.inner.jobs).paused.remove(queue) {
+            self.inner.dispatch.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        Ok(lock(&self.inner.jobs).paused.iter().cloned().collect())
     }
 
     async fn requeue_expired(&self) -> Result<Vec<JobId>> {

@@ -45,8 +45,16 @@ pub(crate) const SELECT_DUE: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM {prefix}jobs WHERE state = 'pending' AND queue = ? AND run_at <= ? \
+     AND NOT EXISTS (SELECT 1 FROM {prefix}paused_queues WHERE queue = ?) \
      ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED"
 );
+/// Pauses a queue: queue.
+pub(crate) const PAUSE_QUEUE: &str =
+    "INSERT IGNORE INTO {prefix}paused_queues (queue, since) VALUES (?, {now})";
+/// Resumes a queue: queue.
+pub(crate) const RESUME_QUEUE: &str = "DELETE FROM {prefix}paused_queues WHERE queue = ?";
+/// The paused queues in name order.
+pub(crate) const PAUSED_QUEUES: &str = "SELECT queue FROM {prefix}paused_queues ORDER BY queue";
 /// Starts an attempt on each selected job, for the owner at the same place in the second list
 /// as the job's id in the first. Assignments apply left to right on MySQL and MariaDB alike:
 /// `history` reads the new owner and the old count of attempts.
@@ -269,6 +277,7 @@ impl MysqlStore {
                 sqlx::query_as::<_, JobRow>(self.stmt(SELECT_DUE))
                     .bind(queue.as_str())
                     .bind(now)
+                    .bind(queue.as_str())
                     .bind(i64::try_from(total).unwrap_or(i64::MAX))
                     .fetch_all(&mut *tx)
                     .await?,

@@ -101,6 +101,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         description: "heartbeat beat time",
         sql: include_str!("../migrations/0002_heartbeat_beat_at.sql"),
     },
+    MigrationFile {
+        version: 3,
+        description: "paused queues",
+        sql: include_str!("../migrations/0003_paused_queues.sql"),
+    },
 ];
 
 /// How to reach the database and name the tables.

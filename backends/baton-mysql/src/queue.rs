@@ -17,7 +17,9 @@ use crate::MysqlStore;
 use crate::sql::{TxError, millis, now, retrying};
 
 use crate::job_logic::{end_attempt, retry_or_fail};
-use crate::jobs::{COUNTS, PURGE, SELECT_JOB, SELECT_LAST};
+use crate::jobs::{
+    COUNTS, PAUSE_QUEUE, PAUSED_QUEUES, PURGE, RESUME_QUEUE, SELECT_JOB, SELECT_LAST,
+};
 
 #[async_trait]
 impl Queue for MysqlStore {
@@ -126,6 +128,37 @@ impl Queue for MysqlStore {
         let (job, outbox) = retrying(|| self.retry_once(id)).await?;
         self.deliver(&outbox);
         Ok(job)
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        sqlx::query(self.stmt(PAUSE_QUEUE))
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        let resumed = sqlx::query(self.stmt(RESUME_QUEUE))
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+            > 0;
+        if resumed {
+            self.inner.hub.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        let names: Vec<String> = sqlx::query_scalar(self.stmt(PAUSED_QUEUES))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -21,8 +21,8 @@
 //! # Tables
 //!
 //! Every table name starts with the configured [`TablePrefix`] (`baton_` by default); the schema
-//! is `migrations/0001_initial.sql`, `0002_reserve_walk_index.sql`, `0003_queue_upkeep.sql` and
-//! `0004_heartbeat_beat_at.sql`, applied on connect.
+//! is `migrations/0001_initial.sql`, `0002_reserve_walk_index.sql`, `0003_queue_upkeep.sql`,
+//! `0004_heartbeat_beat_at.sql` and `0005_paused_queues.sql`, applied on connect.
 //! Times are `BIGINT` milliseconds since the epoch, always computed by the server (`now()`),
 //! never by the client.
 //!
@@ -108,6 +108,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         version: 4,
         description: "heartbeat beat time",
         sql: include_str!("../migrations/0004_heartbeat_beat_at.sql"),
+    },
+    MigrationFile {
+        version: 5,
+        description: "paused queues",
+        sql: include_str!("../migrations/0005_paused_queues.sql"),
     },
 ];
 

@@ -410,6 +410,36 @@ impl Queue for PostgresBackend {
         Ok(job)
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        sqlx::query(self.inner.sql.pause_queue.clone())
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        let resumed = sqlx::query(self.inner.sql.resume_queue.clone())
+            .bind(queue.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?
+            .is_some();
+        if resumed {
+            self.inner.hub.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        let names: Vec<String> = sqlx::query_scalar(self.inner.sql.paused_queues.clone())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let row = sqlx::query(self.inner.sql.get.clone())
             .bind(id.get())

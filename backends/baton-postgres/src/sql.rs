@@ -65,7 +65,7 @@ const FINISH: &str = "(history - (-1)) || jsonb_build_array((history -> -1) \
 const RESERVE_STEPS: &str = "picked AS (
     SELECT id, (row_number() OVER ())::int AS rn FROM (
         SELECT id FROM {prefix}jobs
-        WHERE {queue_match} AND state = 'pending' AND run_at <= {now}
+        WHERE {queue_match} AND state = 'pending' AND run_at <= {now} AND {not_paused}
         ORDER BY priority DESC, run_at, id
         LIMIT {limit} FOR UPDATE SKIP LOCKED
     ) p
@@ -78,6 +78,11 @@ const RESERVE_STEPS: &str = "picked AS (
     FROM picked WHERE j.id = picked.id
     RETURNING j.*, picked.rn
 )";
+/// The reservation's guard for one queue (`$1`): none of its jobs while it is paused. The
+/// subquery does not depend on the row, so it runs once per statement.
+const NOT_PAUSED_ONE: &str = "NOT EXISTS (SELECT 1 FROM {prefix}paused_queues WHERE queue = $1)";
+/// The reservation's guard for several queues: no job of a paused one.
+const NOT_PAUSED_MANY: &str = "queue <> ALL (ARRAY(SELECT queue FROM {prefix}paused_queues))";
 /// A reservation alone, its jobs' events sent as in [`EVENTS`].
 const RESERVE: &str = "WITH {reserve_steps}, {events}
 SELECT {cols}, rn, (SELECT count(*) FROM notified) AS notified FROM reserved";
@@ -135,6 +140,9 @@ pub(crate) struct Statements {
     pub(crate) job_states: SqlStr,
     pub(crate) cancel: SqlStr,
     pub(crate) retry: SqlStr,
+    pub(crate) pause_queue: SqlStr,
+    pub(crate) resume_queue: SqlStr,
+    pub(crate) paused_queues: SqlStr,
     pub(crate) get: SqlStr,
     pub(crate) last: SqlStr,
     pub(crate) counts: SqlStr,
@@ -223,10 +231,10 @@ impl Statements {
             )
             SELECT id, (SELECT count(*) FROM notified) + (SELECT count(*) FROM woke) AS notified
             FROM ins", &[("{changed}", "ins"), ("$ORIGIN", "$6")]),
-            reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
-            reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
-            complete_and_reserve_one_queue: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
-            complete_and_reserve_many_queues: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
+            reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{not_paused}", NOT_PAUSED_ONE), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
+            reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{not_paused}", NOT_PAUSED_MANY), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
+            complete_and_reserve_one_queue: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{not_paused}", NOT_PAUSED_ONE), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
+            complete_and_reserve_many_queues: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{not_paused}", NOT_PAUSED_MANY), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),
             touch: sql("UPDATE {prefix}jobs SET lease_expires_at = {now} + $4
                 WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_token = $3
                     AND lease_expires_at > {now}
@@ -272,6 +280,14 @@ impl Statements {
             )
             SELECT {cols}, {event}, pg_notify('{prefix}wake', queue)::text AS woke
             FROM upd", &[("$ORIGIN", "$2")]),
+            pause_queue: sql("INSERT INTO {prefix}paused_queues (queue, since) VALUES ($1, {now})
+                ON CONFLICT (queue) DO NOTHING"),
+            // Wakes the queue's workers in every process if it was paused.
+            resume_queue: sql("WITH del AS (
+                DELETE FROM {prefix}paused_queues WHERE queue = $1 RETURNING queue
+            )
+            SELECT pg_notify('{prefix}wake', queue)::text AS woke FROM del"),
+            paused_queues: sql("SELECT queue FROM {prefix}paused_queues ORDER BY queue COLLATE \"C\""),
             get: sql("SELECT {cols} FROM {prefix}jobs WHERE id = $1"),
             last: sql("SELECT {cols} FROM {prefix}jobs WHERE queue = $1 ORDER BY id DESC LIMIT 1"),
             counts: sql(
@@ -402,6 +418,7 @@ mod tests {
                 "{cols}",
                 "{changed}",
                 "{queue_match}",
+                "{not_paused}",
                 "_steps}",
             ] {
                 assert!(!text.contains(placeholder), "{placeholder} in {text}");

@@ -2,7 +2,7 @@
 -- ARGV: J, origin, events channel, wake channel, promote chunk, requests, then per request:
 -- owner, ttl ms, max, queue count, queues.
 -- Requests naming one queue share one ZPOPMIN per queue; requests naming several look at the
--- head of each and take the best.
+-- head of each and take the best. A paused queue (in the set J .. 'paused') hands out nothing.
 local J, origin = ARGV[1], ARGV[2]
 local chunk = tonumber(ARGV[5])
 local now = now_ms()
@@ -15,6 +15,15 @@ for r = 1, tonumber(ARGV[6]) do
   reqs[r] = {owner = ARGV[at], expires = now + tonumber(ARGV[at + 1]), max = tonumber(ARGV[at + 2]),
     queues = queues}
   at = at + 4 + nq
+end
+
+-- Paused queues hand out nothing.
+local paused = {}
+local function is_paused(queue)
+  if paused[queue] == nil then
+    paused[queue] = redis.call('SISMEMBER', J .. 'paused', queue) == 1
+  end
+  return paused[queue]
 end
 
 local promoted = {}
@@ -74,18 +83,22 @@ for r, req in ipairs(reqs) do
   end
 end
 for _, queue in ipairs(order) do
-  promote_once(queue)
-  local total = 0
-  for _, r in ipairs(groups[queue]) do total = total + reqs[r].max end
-  local popped = redis.call('ZPOPMIN', queue_key(J, queue) .. ':due', total)
-  local next_pop = 1
-  for _, r in ipairs(groups[queue]) do
-    local picks = {}
-    while #picks < reqs[r].max and next_pop < #popped do
-      picks[#picks + 1] = {popped[next_pop], queue}
-      next_pop = next_pop + 2
+  if is_paused(queue) then
+    for _, r in ipairs(groups[queue]) do out[r] = {} end
+  else
+    promote_once(queue)
+    local total = 0
+    for _, r in ipairs(groups[queue]) do total = total + reqs[r].max end
+    local popped = redis.call('ZPOPMIN', queue_key(J, queue) .. ':due', total)
+    local next_pop = 1
+    for _, r in ipairs(groups[queue]) do
+      local picks = {}
+      while #picks < reqs[r].max and next_pop < #popped do
+        picks[#picks + 1] = {popped[next_pop], queue}
+        next_pop = next_pop + 2
+      end
+      out[r] = reserve_picks(reqs[r], picks)
     end
-    out[r] = reserve_picks(reqs[r], picks)
   end
 end
 
@@ -93,10 +106,12 @@ for r, req in ipairs(reqs) do
   if #req.queues > 1 then
     local candidates = {}
     for _, queue in ipairs(req.queues) do
-      promote_once(queue)
-      local due = redis.call('ZRANGE', queue_key(J, queue) .. ':due', 0, req.max - 1, 'WITHSCORES')
-      for i = 1, #due, 2 do
-        candidates[#candidates + 1] = {tonumber(due[i + 1]), due[i], queue}
+      if not is_paused(queue) then
+        promote_once(queue)
+        local due = redis.call('ZRANGE', queue_key(J, queue) .. ':due', 0, req.max - 1, 'WITHSCORES')
+        for i = 1, #due, 2 do
+          candidates[#candidates + 1] = {tonumber(due[i + 1]), due[i], queue}
+        end
       end
     end
     table.sort(candidates, function(a, b)

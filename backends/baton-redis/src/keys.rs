@@ -114,6 +114,11 @@ impl Keys {
         format!("{}seq", self.jobs)
     }
 
+    /// The set of paused queues' names (in the job area, so that `reserve.lua` reads it).
+    pub(crate) fn paused(&self) -> String {
+        format!("{}paused", self.jobs)
+    }
+
     /// The counts hash of a queue.
     pub(crate) fn queue_counts(&self, queue: &QueueName) -> String {
         format!("{}:counts", named(&self.jobs, "q", queue.as_str()))

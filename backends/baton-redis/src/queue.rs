@@ -314,6 +314,36 @@ impl Queue for RedisBackend {
         }
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        redis::cmd("SADD")
+            .arg(self.inner.keys.paused())
+            .arg(queue.as_str())
+            .query_async::<i64>(&mut self.connection())
+            .await
+            .map_err(from_redis)?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        let reply = self
+            .job_script(&self.inner.scripts.resume, &[queue.as_str().to_owned()])
+            .await?;
+        if value::int(reply)? == 1 {
+            self.inner.hub.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.inner.keys.paused())
+            .query_async(&mut self.connection())
+            .await
+            .map_err(from_redis)?;
+        names.sort_unstable();
+        names.into_iter().map(QueueName::new).collect()
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let reply = self
             .job_script(&self.inner.scripts.get, &[id.get().to_string()])

@@ -21,6 +21,7 @@ pub(crate) struct Scripts {
     pub(crate) fail: Script,
     pub(crate) cancel: Script,
     pub(crate) retry: Script,
+    pub(crate) resume: Script,
     pub(crate) requeue: Script,
     pub(crate) purge: Script,
     pub(crate) get: Script,
@@ -69,6 +70,7 @@ impl Scripts {
             fail: job(include_str!("../lua/fail.lua")),
             cancel: job(include_str!("../lua/cancel.lua")),
             retry: job(include_str!("../lua/retry.lua")),
+            resume: job(include_str!("../lua/resume.lua")),
             requeue: job(include_str!("../lua/requeue.lua")),
             purge: job(include_str!("../lua/purge.lua")),
             get: job(include_str!("../lua/get.lua")),
@@ -92,7 +94,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 27] {
+    fn all(&self) -> [&Script; 28] {
         [
             &self.enqueue,
             &self.reserve,
@@ -101,6 +103,7 @@ impl Scripts {
             &self.fail,
             &self.cancel,
             &self.retry,
+            &self.resume,
             &self.requeue,
             &self.purge,
             &self.get,

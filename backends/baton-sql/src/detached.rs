@@ -246,6 +246,21 @@ impl<B: Queue + Clone + 'static> Queue for Detached<B> {
         run(async move { inner.retry(id).await }).await
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        let (inner, queue) = (self.inner.clone(), queue.clone());
+        run(async move { inner.pause(&queue).await }).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        let (inner, queue) = (self.inner.clone(), queue.clone());
+        run(async move { inner.resume(&queue).await }).await
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        let inner = self.inner.clone();
+        run(async move { inner.paused().await }).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         let inner = self.inner.clone();
         run(async move { inner.get(id).await }).await

@@ -26,6 +26,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         description: "heartbeat beat time",
         sql: include_str!("../migrations/0002_heartbeat_beat_at.sql"),
     },
+    MigrationFile {
+        version: 3,
+        description: "paused queues",
+        sql: include_str!("../migrations/0003_paused_queues.sql"),
+    },
 ];
 
 /// How many times connecting retries the migrations when another process applied them at the

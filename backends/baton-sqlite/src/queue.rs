@@ -151,6 +151,42 @@ impl Queue for SqliteBackend {
         Ok(job)
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        let mut write = self.write().await?;
+        let now = write.now;
+        sqlx::query(self.sql().pause_queue.clone())
+            .bind(queue.as_str())
+            .bind(now)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(from_sqlx)?;
+        self.commit_and_announce(write, Changes::default()).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        let mut write = self.write().await?;
+        let resumed = sqlx::query(self.sql().resume_queue.clone())
+            .bind(queue.as_str())
+            .execute(&mut *write.tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+            > 0;
+        self.commit_and_announce(write, Changes::default()).await?;
+        if resumed {
+            self.inner.hub.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        let names: Vec<String> = sqlx::query_scalar(self.sql().paused_queues.clone())
+            .fetch_all(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         sqlx::query_as::<_, JobRow>(self.sql().job_by_id.clone())
             .bind(id.get())

@@ -47,10 +47,19 @@ statements! {
     insert_job = "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, \
          created_at, run_at, lease_token, history) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, 0, '[]') \
          RETURNING id";
-    /// Due jobs of one queue in reservation order: queue, now, limit.
+    /// Due jobs of one queue in reservation order, none if the queue is paused: queue, now,
+    /// limit.
     due_jobs = "SELECT id, priority, run_at FROM {prefix}jobs INDEXED BY {prefix}jobs_due \
-         WHERE queue = ? AND state = 'pending' AND run_at <= ? \
-         ORDER BY priority DESC, run_at, id LIMIT ?";
+         WHERE queue = ?1 AND state = 'pending' AND run_at <= ?2 \
+         AND NOT EXISTS (SELECT 1 FROM {prefix}paused_queues WHERE queue = ?1) \
+         ORDER BY priority DESC, run_at, id LIMIT ?3";
+    /// Pauses a queue: queue, now.
+    pause_queue = "INSERT INTO {prefix}paused_queues (queue, since) VALUES (?, ?) \
+         ON CONFLICT (queue) DO NOTHING";
+    /// Resumes a queue: queue.
+    resume_queue = "DELETE FROM {prefix}paused_queues WHERE queue = ?";
+    /// The paused queues in name order.
+    paused_queues = "SELECT queue FROM {prefix}paused_queues ORDER BY queue";
     /// Reserves one pending job: owner, expires_at, owner, now, id.
     reserve_job = "UPDATE {prefix}jobs SET state = 'running', attempts = attempts + 1, \
          lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?, \

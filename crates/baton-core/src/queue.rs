@@ -181,6 +181,18 @@ pub trait Queue: Send + Sync {
     /// How many jobs of `queue` are in each state.
     async fn counts(&self, queue: &QueueName) -> Result<QueueCounts>;
 
+    /// Pauses `queue`: none of its jobs is reserved until it is resumed. Enqueueing goes on and
+    /// running jobs finish. A reservation already under way when the pause is stored may still
+    /// take jobs. Pausing a paused queue changes nothing.
+    async fn pause(&self, queue: &QueueName) -> Result<()>;
+
+    /// Resumes a paused queue and wakes the workers waiting for it. Resuming a queue that is
+    /// not paused changes nothing.
+    async fn resume(&self, queue: &QueueName) -> Result<()>;
+
+    /// The paused queues, in name order.
+    async fn paused(&self) -> Result<Vec<QueueName>>;
+
     /// Ends every attempt whose lease expired as [`Expired`](crate::AttemptOutcome::Expired) and
     /// retries or fails its job by its policy, exactly once; returns the jobs it touched.
     async fn requeue_expired(&self) -> Result<Vec<JobId>>;

@@ -240,6 +240,18 @@ impl<B: Queue + ?Sized> Queue for Metered<B> {
         self.observe("retry", self.inner.retry(id)).await
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        self.observe("pause", self.inner.pause(queue)).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        self.observe("resume", self.inner.resume(queue)).await
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        self.observe("paused", self.inner.paused()).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.observe("get", self.inner.get(id)).await
     }

@@ -66,7 +66,11 @@ async fn expect_end(stream: &mut EventStream, what: &str) -> CaseResult {
 
 /// Waits until `stream` yields `queue`; wakes of other queues are skipped (spurious wakes are
 /// allowed, lost ones are not).
-async fn next_wake_of(stream: &mut WakeStream, queue: &QueueName, what: &str) -> CaseResult {
+pub(super) async fn next_wake_of(
+    stream: &mut WakeStream,
+    queue: &QueueName,
+    what: &str,
+) -> CaseResult {
     within(what, async {
         while let Some(woken) = stream.next().await {
             if woken == *queue {

@@ -44,6 +44,7 @@ mod fencing;
 mod heartbeat;
 mod jobs;
 mod locks;
+mod pause;
 mod queue;
 mod retries;
 mod support;
@@ -250,6 +251,7 @@ fn all_cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
     cases.extend(queue::cases::<B>());
     cases.extend(retries::cases::<B>());
     cases.extend(jobs::cases::<B>());
+    cases.extend(pause::cases::<B>());
     cases.extend(dispatch::cases::<B>());
     cases.extend(bad_input::cases::<B>());
     cases

@@ -77,6 +77,12 @@ pub enum Op {
     Cancel,
     /// [`Queue::retry`](baton_core::Queue::retry).
     Retry,
+    /// [`Queue::pause`](baton_core::Queue::pause).
+    Pause,
+    /// [`Queue::resume`](baton_core::Queue::resume).
+    Resume,
+    /// [`Queue::paused`](baton_core::Queue::paused).
+    Paused,
     /// [`Queue::get`](baton_core::Queue::get).
     Get,
     /// [`Queue::last`](baton_core::Queue::last).
@@ -99,7 +105,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, trait by trait.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 37] = [
         Self::Beat,
         Self::Alive,
         Self::DeadOwners,
@@ -125,6 +131,9 @@ impl Op {
         Self::Fail,
         Self::Cancel,
         Self::Retry,
+        Self::Pause,
+        Self::Resume,
+        Self::Paused,
         Self::Get,
         Self::Last,
         Self::Counts,
@@ -164,6 +173,9 @@ impl Op {
             Self::Fail => "Queue::fail",
             Self::Cancel => "Queue::cancel",
             Self::Retry => "Queue::retry",
+            Self::Pause => "Queue::pause",
+            Self::Resume => "Queue::resume",
+            Self::Paused => "Queue::paused",
             Self::Get => "Queue::get",
             Self::Last => "Queue::last",
             Self::Counts => "Queue::counts",

@@ -213,6 +213,18 @@ impl<B: Queue> Queue for Faulty<B> {
         self.call(Op::Retry, self.inner.retry(id)).await
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        self.call(Op::Pause, self.inner.pause(queue)).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        self.call(Op::Resume, self.inner.resume(queue)).await
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        self.call(Op::Paused, self.inner.paused()).await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.call(Op::Get, self.inner.get(id)).await
     }

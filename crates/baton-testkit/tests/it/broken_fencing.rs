@@ -184,6 +184,18 @@ impl<B: Queue> Queue for NoFencing<B> {
         self.inner.retry(id).await
     }
 
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        self.inner.pause(queue).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        self.inner.resume(queue).await
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        self.inner.paused().await
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.inner.get(id).await
     }
