@@ -8,6 +8,9 @@
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
 //! | `POST /api/v1/jobs/{id}/retry`       | the job, pending again; `409` if it succeeded |
 //! | `GET /api/v1/queues/{queue}/counts`  | the [`baton_core::QueueCounts`]               |
+//! | `POST /api/v1/queues/{queue}/pause`  | `{"queue": …, "paused": true}`               |
+//! | `POST /api/v1/queues/{queue}/resume` | `{"queue": …, "paused": false}`              |
+//! | `GET /api/v1/queues/paused`          | the paused queues' names                     |
 //! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
@@ -43,7 +46,7 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath};
 
-use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody};
+use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, QueueState};
 use auth::Access;
 
 /// The largest request body the API reads, in bytes; larger ones get `413`. Twice
@@ -73,6 +76,9 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
         .routes(routes!(retry_job))
         .routes(routes!(queue_counts))
         .routes(routes!(locks))
+        .routes(routes!(pause_queue))
+        .routes(routes!(resume_queue))
+        .routes(routes!(paused_queues))
         .with_state(AppState {
             backend: backend.clone(),
         })
@@ -259,6 +265,53 @@ async fn retry_job(
     let job = state.backend.retry(id).await?;
     tracing::debug!(job = %id, "retried");
     Ok(Json(job))
+}
+
+/// `POST /api/v1/queues/{queue}/pause`: hold the queue's jobs back from workers.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "queues",
+    params(("queue" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, paused: none of its jobs is reserved until it is resumed; enqueueing goes on", body = QueueState),
+        (status = 400, description = "An invalid queue name", body = ErrorBody),
+    ))]
+async fn pause_queue(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<Json<QueueState>, ApiError> {
+    let name = QueueName::new(&queue)?;
+    state.backend.pause(&name).await?;
+    tracing::info!(%name, "queue paused");
+    Ok(Json(QueueState {
+        queue,
+        paused: true,
+    }))
+}
+
+/// `POST /api/v1/queues/{queue}/resume`: hand the queue's jobs to workers again.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "queues",
+    params(("queue" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, resumed; its waiting workers are woken", body = QueueState),
+        (status = 400, description = "An invalid queue name", body = ErrorBody),
+    ))]
+async fn resume_queue(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<Json<QueueState>, ApiError> {
+    let name = QueueName::new(&queue)?;
+    state.backend.resume(&name).await?;
+    tracing::info!(%name, "queue resumed");
+    Ok(Json(QueueState {
+        queue,
+        paused: false,
+    }))
+}
+
+/// `GET /api/v1/queues/paused`: the paused queues, in name order.
+#[utoipa::path(get, path = "/api/v1/queues/paused", tag = "queues",
+    responses((status = 200, description = "The paused queues' names, in name order", body = Vec<String>)))]
+async fn paused_queues(State(state): State<AppState>) -> Result<Json<Vec<QueueName>>, ApiError> {
+    Ok(Json(state.backend.paused().await?))
 }
 
 /// `GET /api/v1/locks`: every lock held now, by name.

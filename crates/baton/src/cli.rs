@@ -60,6 +60,10 @@ pub enum Command {
     Retry(JobArgs),
     /// Print how many jobs of a queue are in each state, as JSON
     Counts(CountsArgs),
+    /// Pause a queue: its jobs wait, not handed to workers, until it is resumed
+    Pause(CountsArgs),
+    /// Resume a paused queue
+    Resume(CountsArgs),
     /// Measure a backend in-process and print one JSON line per figure
     #[command(
         long_about = "Measure a backend in-process and print one JSON line per figure.\n\n\

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::ApiToken;
-use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, ErrorKind};
+use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, ErrorKind, QueueState};
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -222,6 +222,34 @@ impl Client {
         self.call(
             Method::GET,
             &["api", "v1", "queues", queue, "counts"],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Pauses `queue`: none of its jobs is handed to workers until it is resumed.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] with [`ErrorKind::InvalidInput`] for a bad queue name.
+    pub async fn pause(&self, queue: &str) -> Result<QueueState, ClientError> {
+        self.call(
+            Method::POST,
+            &["api", "v1", "queues", queue, "pause"],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Resumes `queue` and wakes its workers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::pause`].
+    pub async fn resume(&self, queue: &str) -> Result<QueueState, ClientError> {
+        self.call(
+            Method::POST,
+            &["api", "v1", "queues", queue, "resume"],
             None::<&()>,
         )
         .await

@@ -40,6 +40,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => cancel_job(file, &args).await,
         Command::Retry(args) => retry_job(file, &args).await,
         Command::Counts(args) => counts(file, &args).await,
+        Command::Pause(args) => {
+            let state = client(file, &args.server.overrides())?
+                .pause(&args.queue)
+                .await?;
+            print_line(&serde_json::to_string_pretty(&state)?)
+        }
+        Command::Resume(args) => {
+            let state = client(file, &args.server.overrides())?
+                .resume(&args.queue)
+                .await?;
+            print_line(&serde_json::to_string_pretty(&state)?)
+        }
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;
             if !args.master_failover.is_empty() {

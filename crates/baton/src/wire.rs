@@ -68,6 +68,16 @@ pub struct EnqueueResponse {
     pub id: JobId,
 }
 
+/// Whether a queue is paused: the answer to `POST /api/v1/queues/{queue}/pause` and
+/// `…/resume`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueState {
+    /// The queue's name.
+    pub queue: String,
+    /// Whether its jobs are held back from workers.
+    pub paused: bool,
+}
+
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

@@ -678,6 +678,9 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /api/v1/queues/{queue}/counts",
         "GET /api/monitoring",
         "GET /api/v1/locks",
+        "POST /api/v1/queues/{queue}/pause",
+        "POST /api/v1/queues/{queue}/resume",
+        "GET /api/v1/queues/paused",
         "GET /api/v1/masters",
         "POST /api/v1/masters/{name}/disable",
         "POST /api/v1/masters/{name}/enable",
@@ -745,5 +748,46 @@ async fn locks_lists_every_lock_held_with_its_holder_and_reason() {
         assert_eq!(holder["reason"], "migration of apps 1 and 2");
         assert_eq!(holder["lease"]["owner"], "ops-1");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_queue_paused_over_the_api_holds_its_jobs_until_resumed() {
+    let server = TestServer::start().await;
+    let id = server
+        .client
+        .enqueue(&EnqueueRequest::new("reports", json!({})))
+        .await
+        .unwrap();
+    let state = server.client.pause("reports").await.unwrap();
+    assert!(state.paused);
+    let paused: Vec<String> = reqwest::get(format!("{}/api/v1/queues/paused", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused, ["reports"]);
+
+    let queue = QueueName::new("reports").unwrap();
+    let owner = Owner::new("test-worker").unwrap();
+    let ttl = Duration::from_secs(30);
+    let held = server
+        .backend
+        .reserve(std::slice::from_ref(&queue), &owner, ttl, 1)
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "a paused queue handed out {held:?}");
+
+    let state = server.client.resume("reports").await.unwrap();
+    assert!(!state.paused);
+    let reserved = server
+        .backend
+        .reserve(&[queue], &owner, ttl, 1)
+        .await
+        .unwrap();
+    assert_eq!(reserved[0].job.id, id);
+    let error = server.client.pause("bad queue\u{1}").await.unwrap_err();
+    assert_eq!(error.kind(), Some(ErrorKind::InvalidInput));
     server.shutdown().await;
 }
