@@ -4,6 +4,7 @@
 //! | Route                                | Answer                                       |
 //! |--------------------------------------|----------------------------------------------|
 //! | `POST /api/v1/jobs`                  | `201 {"id": 1}` for an [`EnqueueRequest`]    |
+//! | `POST /api/v1/jobs/batch`            | `201 {"ids": […]}` for an [`EnqueueBatchRequest`], all or nothing |
 //! | `GET /api/v1/jobs/{id}`              | the [`baton_core::Job`], or `404`             |
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
 //! | `POST /api/v1/jobs/{id}/retry`       | the job, pending again; `409` if it succeeded |
@@ -46,7 +47,10 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath};
 
-use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, QueueState};
+use crate::wire::{
+    EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody,
+    MAX_BATCH_REQUEST, QueueState,
+};
 use auth::Access;
 
 /// The largest request body the API reads, in bytes; larger ones get `413`. Twice
@@ -71,6 +75,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(enqueue_job))
+        .routes(routes!(enqueue_batch))
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
         .routes(routes!(retry_job))
@@ -210,6 +215,39 @@ async fn enqueue_job(
         [(header::LOCATION, location)],
         Json(EnqueueResponse { id }),
     ))
+}
+
+/// `POST /api/v1/jobs/batch`: enqueue jobs all together; `201` with their ids in order. A bad
+/// job refuses the whole batch, naming its index.
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = EnqueueBatchRequest,
+    responses(
+        (status = 201, description = "Every job enqueued; ids in the order of the request", body = EnqueueBatchResponse),
+        (status = 400, description = "No jobs, too many, or a bad job (named by its index); nothing was enqueued", body = ErrorBody),
+        (status = 413, description = "A body over the size limit", body = ErrorBody),
+    ))]
+async fn enqueue_batch(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EnqueueBatchRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let count = request.jobs.len();
+    if count == 0 || count > MAX_BATCH_REQUEST {
+        return Err(baton_core::Error::invalid(format!(
+            "a batch holds 1 to {MAX_BATCH_REQUEST} jobs, not {count}"
+        ))
+        .into());
+    }
+    let jobs = request
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(index, job)| {
+            job.to_new_job()
+                .map_err(|error| baton_core::Error::invalid(format!("job {index}: {error}")))
+        })
+        .collect::<baton_core::Result<Vec<_>>>()?;
+    let ids = state.backend.enqueue_batch(&jobs).await?;
+    tracing::debug!(jobs = ids.len(), "enqueued a batch");
+    Ok((StatusCode::CREATED, Json(EnqueueBatchResponse { ids })))
 }
 
 /// `GET /api/v1/jobs/{id}`: the job, or `404`.

@@ -169,8 +169,17 @@ pub struct EnqueueArgs {
     pub max_attempts: Option<u32>,
 
     /// The job's payload as JSON, or `-` to read it from standard input
-    #[arg(value_name = "PAYLOAD_JSON")]
-    pub payload: String,
+    #[arg(
+        value_name = "PAYLOAD_JSON",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub payload: Option<String>,
+
+    /// Enqueue one job per line of this file (`-`: standard input), each line a payload in
+    /// JSON, the other flags applying to all; every line is checked before any is sent
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -10,7 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::ApiToken;
-use crate::wire::{EnqueueRequest, EnqueueResponse, ErrorBody, ErrorKind, QueueState};
+use crate::wire::{
+    EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody,
+    ErrorKind, QueueState,
+};
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,6 +172,27 @@ impl Client {
             .call(Method::POST, &["api", "v1", "jobs"], Some(request))
             .await?;
         Ok(response.id)
+    }
+
+    /// Enqueues `jobs` (at most [`MAX_BATCH_REQUEST`](crate::wire::MAX_BATCH_REQUEST)) all
+    /// together; their ids in order.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] with [`ErrorKind::InvalidInput`] naming the first bad job; then
+    /// none was enqueued.
+    pub async fn enqueue_batch(&self, jobs: &[EnqueueRequest]) -> Result<Vec<JobId>, ClientError> {
+        let request = EnqueueBatchRequest {
+            jobs: jobs.to_vec(),
+        };
+        let response: EnqueueBatchResponse = self
+            .call(
+                Method::POST,
+                &["api", "v1", "jobs", "batch"],
+                Some(&request),
+            )
+            .await?;
+        Ok(response.ids)
     }
 
     /// The job with `id`.

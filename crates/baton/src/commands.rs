@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command, ConfigCommand, ConfigShowArgs, CountsArgs, Enqueu
 use crate::client::Client;
 use crate::config::{self, ConfigOverrides};
 use crate::serve;
-use crate::wire::EnqueueRequest;
+use crate::wire::{EnqueueRequest, MAX_BATCH_REQUEST};
 
 /// Runs the command `cli` names on a multi-threaded runtime.
 ///
@@ -82,9 +82,10 @@ fn client(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Cl
 }
 
 async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> {
-    let request = EnqueueRequest {
+    let client = client(file, &args.server.overrides())?;
+    let request = |payload: Value| EnqueueRequest {
         queue: args.queue.clone(),
-        payload: read_payload(&args.payload)?,
+        payload,
         priority: args.priority,
         delay_ms: args
             .delay
@@ -94,11 +95,59 @@ async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> 
             ..RetryPolicy::default()
         }),
     };
-    request.to_new_job()?;
-    let id = client(file, &args.server.overrides())?
-        .enqueue(&request)
-        .await?;
-    print_line(&id.to_string())
+    let Some(path) = &args.file else {
+        let request = request(read_payload(args.payload.as_deref().unwrap_or("-"))?);
+        request.to_new_job()?;
+        let id = client.enqueue(&request).await?;
+        return print_line(&id.to_string());
+    };
+    // Every line is read and checked before the first batch is sent.
+    let requests = read_payload_lines(path)?
+        .into_iter()
+        .map(|(line, payload)| {
+            let request = request(payload);
+            request
+                .to_new_job()
+                .with_context(|| format!("line {line} of {}", path.display()))?;
+            Ok(request)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut sent = 0;
+    for chunk in requests.chunks(MAX_BATCH_REQUEST) {
+        let ids = client
+            .enqueue_batch(chunk)
+            .await
+            .with_context(|| format!("after {sent} of {} jobs were enqueued", requests.len()))?;
+        let lines: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        print_line(&lines.join("\n"))?;
+        sent += ids.len();
+    }
+    eprintln!("enqueued {sent} jobs");
+    Ok(())
+}
+
+/// The payloads of a file (or standard input for `-`), one JSON value per non-blank line,
+/// with their line numbers.
+fn read_payload_lines(path: &Path) -> anyhow::Result<Vec<(usize, Value)>> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the payloads from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let payload = serde_json::from_str(line).with_context(|| {
+                format!("line {} of {} is not valid json", index + 1, path.display())
+            })?;
+            Ok((index + 1, payload))
+        })
+        .collect()
 }
 
 async fn show_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {

@@ -60,6 +60,25 @@ impl EnqueueRequest {
     }
 }
 
+/// The most jobs one `POST /api/v1/jobs/batch` carries.
+pub const MAX_BATCH_REQUEST: usize = 1000;
+
+/// The body of `POST /api/v1/jobs/batch`: jobs enqueued all together or not at all.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueBatchRequest {
+    /// The jobs, 1 to [`MAX_BATCH_REQUEST`] of them.
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+/// The body of a `201 Created` answer to `POST /api/v1/jobs/batch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnqueueBatchResponse {
+    /// The new jobs' ids, in the order of the request.
+    #[schema(value_type = Vec<i64>)]
+    pub ids: Vec<JobId>,
+}
+
 /// The body of a `201 Created` answer to `POST /api/v1/jobs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnqueueResponse {

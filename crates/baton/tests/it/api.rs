@@ -672,6 +672,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /metrics",
         "GET /api/v1/openapi.json",
         "POST /api/v1/jobs",
+        "POST /api/v1/jobs/batch",
         "GET /api/v1/jobs/{id}",
         "POST /api/v1/jobs/{id}/cancel",
         "POST /api/v1/jobs/{id}/retry",
@@ -789,5 +790,33 @@ async fn a_queue_paused_over_the_api_holds_its_jobs_until_resumed() {
     assert_eq!(reserved[0].job.id, id);
     let error = server.client.pause("bad queue\u{1}").await.unwrap_err();
     assert_eq!(error.kind(), Some(ErrorKind::InvalidInput));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_enqueued_all_together_or_not_at_all() {
+    let server = TestServer::start().await;
+    let jobs: Vec<EnqueueRequest> = (0..3)
+        .map(|n| EnqueueRequest::new("batch", json!({ "n": n })))
+        .collect();
+    let ids = server.client.enqueue_batch(&jobs).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    for (n, id) in ids.iter().enumerate() {
+        let job = server.client.job(*id).await.unwrap();
+        assert_eq!(job.payload, json!({ "n": n }));
+    }
+
+    let mut bad = jobs.clone();
+    bad[1].queue = "bad queue\u{1}".to_owned();
+    let error = server.client.enqueue_batch(&bad).await.unwrap_err();
+    assert_eq!(error.kind(), Some(ErrorKind::InvalidInput));
+    assert!(error.to_string().contains("job 1"), "{error}");
+    let error = server.client.enqueue_batch(&[]).await.unwrap_err();
+    assert_eq!(error.kind(), Some(ErrorKind::InvalidInput));
+    let counts = server.client.counts("batch").await.unwrap();
+    assert_eq!(
+        counts.pending, 3,
+        "a refused batch enqueued something: {counts:?}"
+    );
     server.shutdown().await;
 }

@@ -407,3 +407,51 @@ async fn serve_logs_one_json_object_per_line_when_configured() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn enqueue_from_a_file_sends_every_line_or_none() {
+    let dir = Scratch(temp_dir("cli-file"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    let child = baton(
+        &dir.0,
+        &["serve", "--backend", "memory://", "--listen", &listen],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let client = Client::new(&server).unwrap();
+    wait_until_healthy(&client, Duration::from_secs(10)).await;
+
+    // More lines than one request carries, and a blank one.
+    let lines: Vec<String> = (0..2500).map(|n| json!({ "n": n }).to_string()).collect();
+    let good = dir.0.join("jobs.jsonl");
+    std::fs::write(&good, format!("{}\n\n", lines.join("\n"))).unwrap();
+    let args = ["enqueue", "--server", &server, "--queue", "bulk", "--file"];
+    let sent = run(&dir.0, &[&args[..], &["jobs.jsonl"]].concat()).await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert_eq!(stdout(&sent).lines().count(), 2500);
+    assert!(
+        stderr(&sent).contains("enqueued 2500 jobs"),
+        "{}",
+        stderr(&sent)
+    );
+    assert_eq!(client.counts("bulk").await.unwrap().pending, 2500);
+
+    std::fs::write(dir.0.join("bad.jsonl"), "{\"n\": 1}\n{not json\n").unwrap();
+    let refused = run(&dir.0, &[&args[..], &["bad.jsonl"]].concat()).await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("line 2 of bad.jsonl"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        client.counts("bulk").await.unwrap().pending,
+        2500,
+        "nothing more was sent"
+    );
+
+    let output = terminate(child).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+}
