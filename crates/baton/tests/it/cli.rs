@@ -455,3 +455,109 @@ async fn enqueue_from_a_file_sends_every_line_or_none() {
     let output = terminate(child).await;
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// A request to the server with `token` as its bearer token, if any: the status and body.
+async fn http(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, String) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn serve_on_sqlite_with_a_token_is_driven_over_http_alone() {
+    use reqwest::{Method, StatusCode};
+
+    const TOKEN: &str = "e2e-token-0123456789";
+    let dir = Scratch(temp_dir("cli-e2e"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    let broker = format!("tcp://127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.0.join("baton.toml"),
+        format!(
+            "backend = \"sqlite://e2e.db\"\nlisten = \"{listen}\"\nserver = \"{server}\"\n\
+             api_token = \"{TOKEN}\"\n[broker]\nenabled = true\nendpoint = \"{broker}\"\n"
+        ),
+    )
+    .unwrap();
+    let child = baton(&dir.0, &["serve"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&Client::new(&server).unwrap(), Duration::from_secs(10)).await;
+    let api = |path: &str| format!("{server}{path}");
+
+    // Without the token: 401, and nothing happens.
+    let job = json!({"queue": "e2e", "payload": {"report": 7}});
+    let (status, _) = http(Method::POST, &api("/api/v1/jobs"), None, Some(job.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = http(Method::POST, &api("/api/v1/jobs"), Some(TOKEN), Some(job)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].to_string();
+
+    // `baton wait` follows the job through the broker until it ends.
+    let waiting = tokio::spawn({
+        let dir = dir.0.clone();
+        let id = id.clone();
+        async move { run(&dir, &["wait", &id, "--timeout", "30s"]).await }
+    });
+    // Whether the wait reaches the broker before or after the cancel, it ends with the job's
+    // final state: the broker answers at once for a job that already ended.
+    let cancel = api(&format!("/api/v1/jobs/{id}/cancel"));
+    let (status, body) = http(Method::POST, &cancel, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let waited = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("baton wait returns once the job ends")
+        .unwrap();
+    assert!(stderr(&waited).contains("canceled"), "{}", stderr(&waited));
+
+    let pause = api("/api/v1/queues/e2e/pause");
+    let (status, body) = http(Method::POST, &pause, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = http(
+        Method::GET,
+        &api("/api/v1/queues/paused"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!(["e2e"])
+    );
+
+    let (status, metrics) = http(Method::GET, &api("/metrics"), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"baton_jobs_enqueued_total{queue="e2e"} 1"#,
+        r#"baton_jobs{queue="e2e",state="canceled"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    let (status, document) =
+        http(Method::GET, &api("/api/v1/openapi.json"), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let document: Value = serde_json::from_str(&document).unwrap();
+    for path in ["/api/v1/jobs", "/api/v1/queues/{queue}/pause", "/metrics"] {
+        assert!(document["paths"][path].is_object(), "{path} missing");
+    }
+    let output = terminate(child).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+}
