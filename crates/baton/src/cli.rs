@@ -22,7 +22,11 @@ use crate::config::ConfigOverrides;
         Settings come from, in rising precedence: built-in defaults, the TOML file given by \
         --config (or ./baton.toml if it exists), BATON_* environment variables (BATON_BACKEND, \
         BATON_LISTEN, BATON_SERVER, BATON_RETENTION), and command-line flags.\n\n\
-        Log output goes to standard error and is filtered by RUST_LOG (e.g. RUST_LOG=debug)."
+        Log output goes to standard error and is filtered by RUST_LOG (e.g. RUST_LOG=debug).\n\n\
+        Exit status: 0 on success; 1 when the command failed (the reason is on standard error); \
+        2 for a usage error. `lock run` and `task run` end with their command's status (128 + N \
+        when it died of signal N), 75 when the locks stayed busy and 76 when they were lost while \
+        it ran."
 )]
 pub struct Cli {
     /// Configuration file in TOML [default: ./baton.toml if it exists]
