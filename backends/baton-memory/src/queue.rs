@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Attempt, AttemptOutcome, Error, FencingToken, Job, JobId, JobLease, JobState, NewJob, Owner,
-    Priority, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    truncate_error, validate_batch, validate_reserve, validate_ttl,
+    Attempt, AttemptOutcome, Error, FencingToken, Job, JobFilter, JobId, JobLease, JobPage,
+    JobState, NewJob, Owner, Priority, Queue, QueueCounts, QueueName, Reserved, Result, Retry,
+    Timestamp, check_json_size, truncate_error, validate_batch, validate_list, validate_reserve,
+    validate_ttl,
 };
 use serde_json::Value;
 
@@ -382,6 +383,33 @@ impl Queue for MemoryBackend {
             .get(&id)
             .map(|record| record.job.clone())
             .ok_or_else(|| Error::not_found(format!("job {id}")))
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        validate_list(filter)?;
+        let store = lock(&self.inner.jobs);
+        let below = filter.before.map_or(i64::MAX, JobId::get);
+        let candidates: Box<dyn Iterator<Item = JobId>> = match &filter.queue {
+            Some(queue) => match store.queues.get(queue) {
+                Some(index) => Box::new(index.ids.range(..JobId::new(below)).rev().copied()),
+                None => Box::new(std::iter::empty()),
+            },
+            None => Box::new((1..below.min(store.next_id + 1)).rev().map(JobId::new)),
+        };
+        // One more than asked for tells whether an older match is left.
+        let mut jobs: Vec<Job> = candidates
+            .filter_map(|id| store.records.get(&id))
+            .filter(|record| filter.state.is_none_or(|state| record.job.state == state))
+            .take(filter.limit + 1)
+            .map(|record| record.job.clone())
+            .collect();
+        let next = if jobs.len() > filter.limit {
+            jobs.truncate(filter.limit);
+            jobs.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -76,6 +76,30 @@ pub(crate) const SELECT_LAST: &str = concat!(
     job_columns!(),
     " FROM {prefix}jobs WHERE queue = ? ORDER BY id DESC LIMIT 1"
 );
+/// `Queue::list` by which filters it has (queue, state): the id bound, then the queue and the
+/// state when filtered on, then the row limit.
+pub(crate) const LIST: [&str; 4] = [
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM {prefix}jobs WHERE id < ? ORDER BY id DESC LIMIT ?"
+    ),
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM {prefix}jobs WHERE id < ? AND queue = ? ORDER BY id DESC LIMIT ?"
+    ),
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM {prefix}jobs WHERE id < ? AND state = ? ORDER BY id DESC LIMIT ?"
+    ),
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM {prefix}jobs WHERE id < ? AND queue = ? AND state = ? ORDER BY id DESC LIMIT ?"
+    ),
+];
 pub(crate) const SELECT_EXPIRED: &str = concat!(
     "SELECT ",
     job_columns!(),

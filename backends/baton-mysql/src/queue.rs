@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobId, JobLease, JobState, Lease, NewJob, Owner, Queue,
-    QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error,
-    validate_batch, validate_reserve, validate_ttl,
+    AttemptOutcome, Error, Job, JobFilter, JobId, JobLease, JobPage, JobState, Lease, NewJob,
+    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
@@ -18,7 +18,7 @@ use crate::sql::{TxError, millis, now, retrying};
 
 use crate::job_logic::{end_attempt, retry_or_fail};
 use crate::jobs::{
-    COUNTS, PAUSE_QUEUE, PAUSED_QUEUES, PURGE, RESUME_QUEUE, SELECT_JOB, SELECT_LAST,
+    COUNTS, LIST, PAUSE_QUEUE, PAUSED_QUEUES, PURGE, RESUME_QUEUE, SELECT_JOB, SELECT_LAST,
 };
 
 #[async_trait]
@@ -159,6 +159,30 @@ impl Queue for MysqlStore {
             .await
             .map_err(from_sqlx)?;
         names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        validate_list(filter)?;
+        let statement =
+            LIST[usize::from(filter.queue.is_some()) | usize::from(filter.state.is_some()) << 1];
+        let mut query = sqlx::query_as::<_, JobRow>(self.stmt(statement))
+            .bind(filter.before.map_or(i64::MAX, JobId::get));
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str());
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query
+            .bind(i64::try_from(filter.limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let jobs = rows
+            .into_iter()
+            .map(JobRow::into_job)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(baton_sql::page(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

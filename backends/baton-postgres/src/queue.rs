@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobEvent, JobId, JobLease, JobState, NewJob, Owner, Queue,
-    QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error,
-    validate_batch, validate_reserve, validate_ttl,
+    AttemptOutcome, Error, Job, JobEvent, JobFilter, JobId, JobLease, JobPage, JobState, NewJob,
+    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
 use serde_json::Value;
@@ -438,6 +438,28 @@ impl Queue for PostgresBackend {
             .await
             .map_err(from_sqlx)?;
         names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        validate_list(filter)?;
+        let statement = self
+            .inner
+            .sql
+            .list(filter.queue.is_some(), filter.state.is_some());
+        let mut query = sqlx::query(statement).bind(filter.before.map_or(i64::MAX, JobId::get));
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str());
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query
+            .bind(i64::try_from(filter.limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
+        Ok(baton_sql::page(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

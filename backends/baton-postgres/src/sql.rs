@@ -143,6 +143,8 @@ pub(crate) struct Statements {
     pub(crate) pause_queue: SqlStr,
     pub(crate) resume_queue: SqlStr,
     pub(crate) paused_queues: SqlStr,
+    /// `Queue::list` by which filters it has: see [`Statements::list`].
+    list: [SqlStr; 4],
     pub(crate) get: SqlStr,
     pub(crate) last: SqlStr,
     pub(crate) counts: SqlStr,
@@ -195,6 +197,12 @@ impl Statements {
             &self.complete_and_reserve_one_queue
         };
         with_limit(template, limit)
+    }
+
+    /// The list statement: `$1` the id bound, then the queue and the state when `queue` and
+    /// `state` say they are filtered on, then the row limit.
+    pub(crate) fn list(&self, queue: bool, state: bool) -> SqlStr {
+        self.list[usize::from(queue) | usize::from(state) << 1].clone()
     }
 
     pub(crate) fn new(prefix: &TablePrefix) -> Self {
@@ -288,6 +296,12 @@ impl Statements {
             )
             SELECT pg_notify('{prefix}wake', queue)::text AS woke FROM del"),
             paused_queues: sql("SELECT queue FROM {prefix}paused_queues ORDER BY queue COLLATE \"C\""),
+            list: [(false, false), (true, false), (false, true), (true, true)].map(|(queue, state)| {
+                let (conditions, limit) =
+                    baton_sql::list_conditions(queue, state, |n| format!("${n}"));
+                sql(&format!("SELECT {{cols}} FROM {{prefix}}jobs WHERE id < $1{conditions}
+                    ORDER BY id DESC LIMIT {limit}"))
+            }),
             get: sql("SELECT {cols} FROM {prefix}jobs WHERE id = $1"),
             last: sql("SELECT {cols} FROM {prefix}jobs WHERE queue = $1 ORDER BY id DESC LIMIT 1"),
             counts: sql(

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    Error, Job, JobEvent, JobId, JobLease, JobState, NewJob, Owner, Queue, QueueCounts, QueueName,
-    Reserved, Result, Retry, check_json_size, truncate_error, validate_batch, validate_reserve,
-    validate_ttl,
+    Error, Job, JobEvent, JobFilter, JobId, JobLease, JobPage, JobState, NewJob, Owner, Queue,
+    QueueCounts, QueueName, Reserved, Result, Retry, check_json_size, truncate_error,
+    validate_batch, validate_list, validate_reserve, validate_ttl,
 };
 use redis::{AsyncCommands, Value};
 use serde_json::Value as Json;
@@ -138,6 +138,9 @@ impl RedisBackend {
         Ok(job)
     }
 }
+
+/// The most jobs one `list` call looks at (at least one more than it returns).
+const LIST_BUDGET: usize = 1000;
 
 #[async_trait]
 impl Queue for RedisBackend {
@@ -342,6 +345,36 @@ impl Queue for RedisBackend {
             .map_err(from_redis)?;
         names.sort_unstable();
         names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        validate_list(filter)?;
+        let args = [
+            filter.before.map_or(i64::MAX, JobId::get).to_string(),
+            filter.limit.to_string(),
+            LIST_BUDGET.max(filter.limit + 1).to_string(),
+            filter
+                .queue
+                .as_ref()
+                .map_or(String::new(), |queue| queue.as_str().to_owned()),
+            filter
+                .state
+                .map_or(String::new(), |state| state.as_str().to_owned()),
+        ];
+        let reply = self.job_script(&self.inner.scripts.list, &args).await?;
+        let mut parts = value::array(reply)?.into_iter();
+        let (Some(jobs), Some(next)) = (parts.next(), parts.next()) else {
+            return Err(unexpected("list reply"));
+        };
+        let jobs = value::array(jobs)?
+            .into_iter()
+            .map(value::some_job)
+            .collect::<Result<Vec<_>>>()?;
+        let next = match next {
+            redis::Value::Nil => None,
+            next => Some(JobId::new(value::int(next)?)),
+        };
+        Ok(JobPage { jobs, next })
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -22,6 +22,7 @@ pub(crate) struct Scripts {
     pub(crate) cancel: Script,
     pub(crate) retry: Script,
     pub(crate) resume: Script,
+    pub(crate) list: Script,
     pub(crate) requeue: Script,
     pub(crate) purge: Script,
     pub(crate) get: Script,
@@ -71,6 +72,7 @@ impl Scripts {
             cancel: job(include_str!("../lua/cancel.lua")),
             retry: job(include_str!("../lua/retry.lua")),
             resume: job(include_str!("../lua/resume.lua")),
+            list: job(include_str!("../lua/list.lua")),
             requeue: job(include_str!("../lua/requeue.lua")),
             purge: job(include_str!("../lua/purge.lua")),
             get: job(include_str!("../lua/get.lua")),
@@ -94,7 +96,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 28] {
+    fn all(&self) -> [&Script; 29] {
         [
             &self.enqueue,
             &self.reserve,
@@ -104,6 +106,7 @@ impl Scripts {
             &self.cancel,
             &self.retry,
             &self.resume,
+            &self.list,
             &self.requeue,
             &self.purge,
             &self.get,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use baton_core::{
     Acquire, Beat, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus,
-    Job, JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner,
-    PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    Job, JobEvent, JobFilter, JobId, JobLease, JobPage, Lock, LockHolder, LockLease, LockRequest,
+    NewJob, Owner, PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use serde_json::Value;
 
@@ -259,6 +259,11 @@ impl<B: Queue + Clone + 'static> Queue for Detached<B> {
     async fn paused(&self) -> Result<Vec<QueueName>> {
         let inner = self.inner.clone();
         run(async move { inner.paused().await }).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        let (inner, filter) = (self.inner.clone(), filter.clone());
+        run(async move { inner.list(&filter).await }).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

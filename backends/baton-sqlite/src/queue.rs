@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::{
-    AttemptOutcome, Error, Job, JobId, JobLease, JobState, NewJob, Owner, Queue, QueueCounts,
-    QueueName, Reserved, Result, Retry, Timestamp, check_json_size, truncate_error, validate_batch,
-    validate_reserve, validate_ttl,
+    AttemptOutcome, Error, Job, JobFilter, JobId, JobLease, JobPage, JobState, NewJob, Owner,
+    Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
+    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
@@ -185,6 +185,35 @@ impl Queue for SqliteBackend {
             .await
             .map_err(from_sqlx)?;
         names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        validate_list(filter)?;
+        let sql = self.sql();
+        let statement = match (filter.queue.is_some(), filter.state.is_some()) {
+            (false, false) => &sql.list_all,
+            (true, false) => &sql.list_queue,
+            (false, true) => &sql.list_state,
+            (true, true) => &sql.list_queue_state,
+        };
+        let mut query = sqlx::query_as::<_, JobRow>(statement.clone())
+            .bind(filter.before.map_or(i64::MAX, JobId::get));
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str().to_owned());
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query
+            .bind(i64::try_from(filter.limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        let jobs = rows
+            .into_iter()
+            .map(JobRow::into_job)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(baton_sql::page(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -68,6 +68,17 @@ statements! {
          WHERE id = ? AND state = 'pending' RETURNING {columns}";
     /// One job by id.
     job_by_id = "SELECT {columns} FROM {prefix}jobs WHERE id = ?";
+    /// Jobs below an id, newest first: before, limit.
+    list_all = "SELECT {columns} FROM {prefix}jobs WHERE id < ? ORDER BY id DESC LIMIT ?";
+    /// The same of one queue: before, queue, limit.
+    list_queue = "SELECT {columns} FROM {prefix}jobs WHERE id < ? AND queue = ? \
+         ORDER BY id DESC LIMIT ?";
+    /// The same in one state: before, state, limit.
+    list_state = "SELECT {columns} FROM {prefix}jobs WHERE id < ? AND state = ? \
+         ORDER BY id DESC LIMIT ?";
+    /// The same of one queue in one state: before, queue, state, limit.
+    list_queue_state = "SELECT {columns} FROM {prefix}jobs WHERE id < ? AND queue = ? \
+         AND state = ? ORDER BY id DESC LIMIT ?";
     /// Writes back a job changed in memory: state, attempts, run_at, finished_at, result,
     /// error, lease_owner, lease_expires_at, history, id.
     write_job = "UPDATE {prefix}jobs SET state = ?, attempts = ?, run_at = ?, finished_at = ?, \

@@ -6,14 +6,57 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    Error, Job, JobId, JobLease, NewJob, Owner, QueueCounts, QueueName, Reserved, Result, Retry,
-    validate_ttl,
+    Error, Job, JobId, JobLease, JobState, NewJob, Owner, QueueCounts, QueueName, Reserved, Result,
+    Retry, validate_ttl,
 };
 
 /// The most jobs one [`Queue::reserve`] call may ask for.
 pub const MAX_RESERVE: usize = 1000;
 /// The most jobs one [`Queue::enqueue_batch`] call may carry.
 pub const MAX_BATCH: usize = 10_000;
+/// The most jobs one [`Queue::list`] call returns.
+pub const MAX_LIST: usize = 500;
+
+/// Which jobs [`Queue::list`] returns: those matching every field given, newest (highest id)
+/// first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this queue's jobs.
+    pub queue: Option<QueueName>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs older than this one (ids below it): the `next` of the page before.
+    pub before: Option<JobId>,
+    /// The most jobs to return, 1 to [`MAX_LIST`].
+    pub limit: usize,
+}
+
+/// A page of [`Queue::list`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobPage {
+    /// The matching jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Where the next page starts (its `before`), or `None` when no older job is left to look
+    /// at. A page may hold fewer jobs than asked for, even none, while `next` is set: a backend
+    /// may bound the work of one call.
+    pub next: Option<JobId>,
+}
+
+/// Checks a [`JobFilter`]'s limit.
+///
+/// # Errors
+///
+/// `InvalidInput` for a limit of 0 or above [`MAX_LIST`].
+pub fn validate_list(filter: &JobFilter) -> Result<()> {
+    if filter.limit == 0 || filter.limit > MAX_LIST {
+        return Err(Error::invalid(format!(
+            "a list returns 1 to {MAX_LIST} jobs, not {}",
+            filter.limit
+        )));
+    }
+    Ok(())
+}
+
 /// The longest error message kept for a failed attempt, in bytes; a longer one is cut at a
 /// character boundary and marked with `…`.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
@@ -174,6 +217,13 @@ pub trait Queue: Send + Sync {
 
     /// The job with `id`, if it exists (not purged).
     async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Jobs matching `filter`, newest first, a page at a time (see [`JobPage`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a limit out of bounds (see [`validate_list`]).
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage>;
 
     /// The most recently enqueued job of `queue` that still exists.
     async fn last(&self, queue: &QueueName) -> Result<Option<Job>>;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use baton_core::{
     Acquire, Beat, Claim, ClaimLease, Dispatch, EventStream, Heartbeat, ItemId, ItemStatus, Job,
-    JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner, PoolName,
-    Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    JobEvent, JobFilter, JobId, JobLease, JobPage, Lock, LockHolder, LockLease, LockRequest,
+    NewJob, Owner, PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -250,6 +250,10 @@ impl<B: Queue + ?Sized> Queue for Metered<B> {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         self.observe("paused", self.inner.paused()).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.observe("list", self.inner.list(filter)).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

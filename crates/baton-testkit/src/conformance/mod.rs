@@ -43,6 +43,7 @@ mod dispatch;
 mod fencing;
 mod heartbeat;
 mod jobs;
+mod list;
 mod locks;
 mod pause;
 mod queue;
@@ -252,6 +253,7 @@ fn all_cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
     cases.extend(retries::cases::<B>());
     cases.extend(jobs::cases::<B>());
     cases.extend(pause::cases::<B>());
+    cases.extend(list::cases::<B>());
     cases.extend(dispatch::cases::<B>());
     cases.extend(bad_input::cases::<B>());
     cases

@@ -83,6 +83,8 @@ pub enum Op {
     Resume,
     /// [`Queue::paused`](baton_core::Queue::paused).
     Paused,
+    /// [`Queue::list`](baton_core::Queue::list).
+    List,
     /// [`Queue::get`](baton_core::Queue::get).
     Get,
     /// [`Queue::last`](baton_core::Queue::last).
@@ -105,7 +107,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, trait by trait.
-    pub const ALL: [Self; 37] = [
+    pub const ALL: [Self; 38] = [
         Self::Beat,
         Self::Alive,
         Self::DeadOwners,
@@ -134,6 +136,7 @@ impl Op {
         Self::Pause,
         Self::Resume,
         Self::Paused,
+        Self::List,
         Self::Get,
         Self::Last,
         Self::Counts,
@@ -176,6 +179,7 @@ impl Op {
             Self::Pause => "Queue::pause",
             Self::Resume => "Queue::resume",
             Self::Paused => "Queue::paused",
+            Self::List => "Queue::list",
             Self::Get => "Queue::get",
             Self::Last => "Queue::last",
             Self::Counts => "Queue::counts",

@@ -16,8 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use baton_core::{
     Acquire, Beat, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus,
-    Job, JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner,
-    PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    Job, JobEvent, JobFilter, JobId, JobLease, JobPage, Lock, LockHolder, LockLease, LockRequest,
+    NewJob, Owner, PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use serde_json::Value;
 
@@ -223,6 +223,10 @@ impl<B: Queue> Queue for Faulty<B> {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         self.call(Op::Paused, self.inner.paused()).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.call(Op::List, self.inner.list(filter)).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use baton_core::{
     Acquire, Beat, Claim, ClaimLease, Dispatch, Error, EventStream, Heartbeat, ItemId, ItemStatus,
-    Job, JobEvent, JobId, JobLease, Lock, LockHolder, LockLease, LockRequest, NewJob, Owner,
-    PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
+    Job, JobEvent, JobFilter, JobId, JobLease, JobPage, Lock, LockHolder, LockLease, LockRequest,
+    NewJob, Owner, PoolName, Queue, QueueCounts, QueueName, Reserved, Result, Retry, WakeStream,
 };
 use baton_memory::MemoryBackend;
 use baton_testkit::conformance::{self, Harness};
@@ -194,6 +194,10 @@ impl<B: Queue> Queue for NoFencing<B> {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         self.inner.paused().await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.inner.list(filter).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
