@@ -5,6 +5,7 @@
 //! |--------------------------------------|----------------------------------------------|
 //! | `POST /api/v1/jobs`                  | `201 {"id": 1}` for an [`EnqueueRequest`]    |
 //! | `POST /api/v1/jobs/batch`            | `201 {"ids": […]}` for an [`EnqueueBatchRequest`], all or nothing |
+//! | `GET /api/v1/jobs?queue=&state=&before=&limit=` | a [`JobList`], newest first      |
 //! | `GET /api/v1/jobs/{id}`              | the [`baton_core::Job`], or `404`             |
 //! | `POST /api/v1/jobs/{id}/cancel`      | the canceled job; `409` if it already ended  |
 //! | `POST /api/v1/jobs/{id}/retry`       | the job, pending again; `409` if it succeeded |
@@ -37,7 +38,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
-use baton_core::{Backend, Job, JobId, LockHolder, Owner, QueueCounts, QueueName};
+use baton_core::{Backend, Job, JobFilter, JobId, LockHolder, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, LicenseBuilder};
@@ -45,11 +46,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use extract::{ApiJson, ApiPath};
+pub use extract::{ApiJson, ApiPath, ApiQuery};
 
 use crate::wire::{
-    EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody,
-    MAX_BATCH_REQUEST, QueueState,
+    EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody, JobList,
+    ListQuery, MAX_BATCH_REQUEST, QueueState,
 };
 use auth::Access;
 
@@ -74,7 +75,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
     let (router, mut openapi) = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(enqueue_job))
+        .routes(routes!(enqueue_job, list_jobs))
         .routes(routes!(enqueue_batch))
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
@@ -248,6 +249,32 @@ async fn enqueue_batch(
     let ids = state.backend.enqueue_batch(&jobs).await?;
     tracing::debug!(jobs = ids.len(), "enqueued a batch");
     Ok((StatusCode::CREATED, Json(EnqueueBatchResponse { ids })))
+}
+
+/// The page size of `GET /api/v1/jobs` when the query names none.
+const DEFAULT_LIST_LIMIT: usize = 50;
+
+/// `GET /api/v1/jobs`: jobs newest first, filtered by queue and state, a page at a time.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "Jobs newest first, and the `before` of the next page", body = JobList),
+        (status = 400, description = "An invalid queue name, state, id or limit", body = ErrorBody),
+    ))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let filter = JobFilter {
+        queue: query.queue.map(QueueName::new).transpose()?,
+        state: query.state.as_deref().map(str::parse).transpose()?,
+        before: query.before.map(JobId::new),
+        limit: query.limit.unwrap_or(DEFAULT_LIST_LIMIT),
+    };
+    let page = state.backend.list(&filter).await?;
+    Ok(Json(JobList {
+        jobs: page.jobs,
+        next: page.next,
+    }))
 }
 
 /// `GET /api/v1/jobs/{id}`: the job, or `404`.

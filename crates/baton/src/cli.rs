@@ -58,6 +58,8 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Print a job, its state and its attempts as JSON
     Job(JobArgs),
+    /// Print a page of jobs, newest first, as JSON, with the `before` of the next page
+    Jobs(JobsArgs),
     /// Cancel a job: a pending one never runs, a running one's completion is refused
     Cancel(JobArgs),
     /// Run a failed or canceled job again, due now, with at least one more attempt
@@ -184,6 +186,30 @@ pub struct EnqueueArgs {
     /// JSON, the other flags applying to all; every line is checked before any is sent
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArg,
+}
+
+/// Flags of `baton jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only this queue's jobs
+    #[arg(long, short, value_name = "QUEUE")]
+    pub queue: Option<String>,
+
+    /// Only jobs in this state: pending, running, succeeded, failed or canceled
+    #[arg(long, short, value_name = "STATE")]
+    pub state: Option<String>,
+
+    /// Only jobs older than this id (the `next` of the page before)
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
+
+    /// The most jobs to print, 1 to 500
+    #[arg(long, short, default_value_t = 50, value_name = "N")]
+    pub limit: usize,
 
     #[command(flatten)]
     #[allow(missing_docs)]

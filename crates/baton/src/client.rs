@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::config::ApiToken;
 use crate::wire::{
     EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody,
-    ErrorKind, QueueState,
+    ErrorKind, JobList, ListQuery, QueueState,
 };
 
 /// How long a connection attempt may take.
@@ -195,6 +195,32 @@ impl Client {
         Ok(response.ids)
     }
 
+    /// A page of jobs, newest first, as `query` filters them.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] with [`ErrorKind::InvalidInput`] for a bad queue name, state or
+    /// limit.
+    pub async fn list(&self, query: &ListQuery) -> Result<JobList, ClientError> {
+        let mut url = self.url(&["api", "v1", "jobs"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(queue) = &query.queue {
+                pairs.append_pair("queue", queue);
+            }
+            if let Some(state) = &query.state {
+                pairs.append_pair("state", state);
+            }
+            if let Some(before) = query.before {
+                pairs.append_pair("before", &before.to_string());
+            }
+            if let Some(limit) = query.limit {
+                pairs.append_pair("limit", &limit.to_string());
+            }
+        }
+        self.call_url(Method::GET, url, None::<&()>).await
+    }
+
     /// The job with `id`.
     ///
     /// # Errors
@@ -307,7 +333,17 @@ impl Client {
         segments: &[&str],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
-        let mut request = self.http.request(method, self.url(segments));
+        self.call_url(method, self.url(segments), body).await
+    }
+
+    /// [`Self::call`] to a whole URL, such as one with a query.
+    async fn call_url<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.http.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command, ConfigCommand, ConfigShowArgs, CountsArgs, Enqueu
 use crate::client::Client;
 use crate::config::{self, ConfigOverrides};
 use crate::serve;
-use crate::wire::{EnqueueRequest, MAX_BATCH_REQUEST};
+use crate::wire::{EnqueueRequest, ListQuery, MAX_BATCH_REQUEST};
 
 /// Runs the command `cli` names on a multi-threaded runtime.
 ///
@@ -37,6 +37,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enqueue(args) => enqueue(file, &args).await,
         Command::Job(args) => show_job(file, &args).await,
+        Command::Jobs(args) => {
+            let query = ListQuery {
+                queue: args.queue.clone(),
+                state: args.state.clone(),
+                before: args.before,
+                limit: Some(args.limit),
+            };
+            let page = client(file, &args.server.overrides())?.list(&query).await?;
+            print_line(&serde_json::to_string_pretty(&page)?)
+        }
         Command::Cancel(args) => cancel_job(file, &args).await,
         Command::Retry(args) => retry_job(file, &args).await,
         Command::Counts(args) => counts(file, &args).await,

@@ -87,6 +87,34 @@ pub struct EnqueueResponse {
     pub id: JobId,
 }
 
+/// The query of `GET /api/v1/jobs`: every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this queue's jobs.
+    pub queue: Option<String>,
+    /// Only jobs in this state: pending, running, succeeded, failed or canceled.
+    pub state: Option<String>,
+    /// Only jobs older than this id: the `next` of the page before.
+    pub before: Option<i64>,
+    /// The most jobs to return, 1 to 500 (50 when absent).
+    pub limit: Option<usize>,
+}
+
+/// The answer to `GET /api/v1/jobs`: jobs newest first, and where the next page starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The jobs, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub jobs: Vec<baton_core::Job>,
+    /// The `before` of the next page; absent when no older job is left. A page may be short,
+    /// even empty, while `next` is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub next: Option<JobId>,
+}
+
 /// Whether a queue is paused: the answer to `POST /api/v1/queues/{queue}/pause` and
 /// `…/resume`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -5,7 +5,7 @@ use std::error::Error as _;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -20,6 +20,30 @@ pub struct ApiJson<T>(pub T);
 /// [`axum::extract::Path`], with its rejections turned into [`ApiError`]s.
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);
+
+/// [`axum::extract::Query`], with its rejections turned into [`ApiError`]s.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::invalid_input(format!(
+                "bad query: {}",
+                rejection
+                    .source()
+                    .map_or_else(|| rejection.body_text(), |source| source.to_string())
+            ))),
+        }
+    }
+}
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where

@@ -671,6 +671,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /readyz",
         "GET /metrics",
         "GET /api/v1/openapi.json",
+        "GET /api/v1/jobs",
         "POST /api/v1/jobs",
         "POST /api/v1/jobs/batch",
         "GET /api/v1/jobs/{id}",
@@ -818,5 +819,75 @@ async fn a_batch_is_enqueued_all_together_or_not_at_all() {
         counts.pending, 3,
         "a refused batch enqueued something: {counts:?}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_a_page_at_a_time() {
+    use baton::wire::ListQuery;
+
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    for queue in ["a", "b", "a"] {
+        ids.push(
+            server
+                .client
+                .enqueue(&EnqueueRequest::new(queue, json!(queue)))
+                .await
+                .unwrap(),
+        );
+    }
+    server.client.cancel(ids[0]).await.unwrap();
+    let first = server
+        .client
+        .list(&ListQuery {
+            limit: Some(2),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    let listed: Vec<JobId> = first.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(listed, [ids[2], ids[1]]);
+    let second = server
+        .client
+        .list(&ListQuery {
+            limit: Some(2),
+            before: first.next.map(JobId::get),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        second.jobs.iter().map(|job| job.id).collect::<Vec<_>>(),
+        [ids[0]]
+    );
+    assert_eq!(second.next, None);
+
+    let canceled_in_a = server
+        .client
+        .list(&ListQuery {
+            queue: Some("a".to_owned()),
+            state: Some("canceled".to_owned()),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled_in_a.jobs.len(), 1);
+    assert_eq!(canceled_in_a.jobs[0].id, ids[0]);
+
+    for bad in [
+        "state=done",
+        "limit=0",
+        "limit=501",
+        "colour=red",
+        "before=x",
+    ] {
+        let response = reqwest::get(format!("{}/api/v1/jobs?{bad}", server.url))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: ErrorBody = response.json().await.unwrap();
+        assert_eq!(body.kind, ErrorKind::InvalidInput, "{bad}");
+    }
     server.shutdown().await;
 }
