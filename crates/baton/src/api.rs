@@ -99,7 +99,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
                 .with_state(document.clone()),
         )
         .merge(crate::monitoring::routes(backend.clone()))
-        .merge(crate::master::routes(backend, access.token().cloned()))
+        .merge(crate::master::routes(backend))
         .split_for_parts();
     describe(&mut openapi);
     // Rendered once; the document cannot change while the server runs.

@@ -4,8 +4,8 @@
 //! it, `403` with a wrong one), except `/healthz` and `/readyz`, which load balancers probe, and
 //! reads (`GET`, `HEAD`) when `api_open_reads` is set. Without a token, the API is open, as
 //! suits a server on its own host (the default `listen` is loopback); `baton serve` warns when it
-//! listens elsewhere without one. The master controls refuse changes even then: see
-//! [`crate::master`].
+//! listens elsewhere without one. The master controls refuse changes even then, as the system
+//! they replace did.
 
 use std::sync::Arc;
 
@@ -21,6 +21,10 @@ use crate::wire::ErrorKind;
 /// Paths every caller may reach: the liveness and readiness probes.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
 
+/// Paths whose changes need the token even when none is configured (and so are refused): the
+/// master controls, as the system they replace refused them.
+const ALWAYS_GUARDED: &[&str] = &["/api/mastercontrols/", "/api/v1/masters/"];
+
 /// The API's access rule.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
@@ -35,18 +39,15 @@ impl Access {
         Self { token, open_reads }
     }
 
-    /// The configured token, if any.
-    #[must_use]
-    pub fn token(&self) -> Option<&ApiToken> {
-        self.token.as_ref()
-    }
-
     /// Whether a call of `method` to `path` must present the token.
     fn needs_token(&self, method: &Method, path: &str) -> bool {
-        if self.token.is_none() || PUBLIC_PATHS.contains(&path) {
+        if PUBLIC_PATHS.contains(&path) {
             return false;
         }
         let reading = *method == Method::GET || *method == Method::HEAD;
+        if self.token.is_none() {
+            return !reading && ALWAYS_GUARDED.iter().any(|prefix| path.starts_with(prefix));
+        }
         !(reading && self.open_reads)
     }
 }
@@ -54,7 +55,7 @@ impl Access {
 /// Middleware that answers `401`/`403` to a call that needs the token and lacks it.
 pub async fn require(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
     if access.needs_token(request.method(), request.uri().path())
-        && let Err(error) = check(access.token(), request.headers())
+        && let Err(error) = check(access.token.as_ref(), request.headers())
     {
         return error.into_response();
     }
@@ -63,11 +64,7 @@ pub async fn require(State(access): State<Arc<Access>>, request: Request, next: 
 
 /// Checks the bearer token of a request against `configured`: `401` when the request has none,
 /// `403` when it is wrong or no token is configured.
-///
-/// # Errors
-///
-/// The [`ApiError`] to answer with.
-pub fn check(configured: Option<&ApiToken>, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check(configured: Option<&ApiToken>, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -134,6 +131,9 @@ mod tests {
             assert!(open_reads.needs_token(&Method::DELETE, path));
             assert!(!none.needs_token(&Method::POST, path));
         }
+        assert!(none.needs_token(&Method::POST, "/api/v1/masters/m/disable"));
+        assert!(none.needs_token(&Method::POST, "/api/mastercontrols/enable"));
+        assert!(!none.needs_token(&Method::GET, "/api/mastercontrols"));
         for path in PUBLIC_PATHS {
             assert!(!closed.needs_token(&Method::GET, path));
         }
