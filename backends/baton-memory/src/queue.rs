@@ -397,19 +397,13 @@ impl Queue for MemoryBackend {
             None => Box::new((1..below.min(store.next_id + 1)).rev().map(JobId::new)),
         };
         // One more than asked for tells whether an older match is left.
-        let mut jobs: Vec<Job> = candidates
+        let jobs = candidates
             .filter_map(|id| store.records.get(&id))
             .filter(|record| filter.state.is_none_or(|state| record.job.state == state))
             .take(filter.limit + 1)
             .map(|record| record.job.clone())
             .collect();
-        let next = if jobs.len() > filter.limit {
-            jobs.truncate(filter.limit);
-            jobs.last().map(|job| job.id)
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next })
+        Ok(JobPage::from_newest(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -182,7 +182,7 @@ impl Queue for MysqlStore {
             .into_iter()
             .map(JobRow::into_job)
             .collect::<Result<Vec<_>>>()?;
-        Ok(baton_sql::page(jobs, filter.limit))
+        Ok(JobPage::from_newest(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

@@ -459,7 +459,7 @@ impl Queue for PostgresBackend {
             .await
             .map_err(from_sqlx)?;
         let jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
-        Ok(baton_sql::page(jobs, filter.limit))
+        Ok(JobPage::from_newest(jobs, filter.limit))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

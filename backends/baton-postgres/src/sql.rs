@@ -297,10 +297,17 @@ impl Statements {
             SELECT pg_notify('{prefix}wake', queue)::text AS woke FROM del"),
             paused_queues: sql("SELECT queue FROM {prefix}paused_queues ORDER BY queue COLLATE \"C\""),
             list: [(false, false), (true, false), (false, true), (true, true)].map(|(queue, state)| {
-                let (conditions, limit) =
-                    baton_sql::list_conditions(queue, state, |n| format!("${n}"));
+                // Parameters in binding order: the id bound, the queue, the state, the limit.
+                let mut conditions = String::new();
+                let mut n = 1;
+                for (filtered, column) in [(queue, "queue"), (state, "state")] {
+                    if filtered {
+                        n += 1;
+                        conditions.push_str(&format!(" AND {column} = ${n}"));
+                    }
+                }
                 sql(&format!("SELECT {{cols}} FROM {{prefix}}jobs WHERE id < $1{conditions}
-                    ORDER BY id DESC LIMIT {limit}"))
+                    ORDER BY id DESC LIMIT ${}", n + 1))
             }),
             get: sql("SELECT {cols} FROM {prefix}jobs WHERE id = $1"),
             last: sql("SELECT {cols} FROM {prefix}jobs WHERE queue = $1 ORDER BY id DESC LIMIT 1"),

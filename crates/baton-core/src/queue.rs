@@ -42,6 +42,21 @@ pub struct JobPage {
     pub next: Option<JobId>,
 }
 
+impl JobPage {
+    /// The page of at most `limit` jobs from `jobs`, matches taken newest first up to
+    /// `limit + 1`: the extra one, if any, says that an older match is left.
+    #[must_use]
+    pub fn from_newest(mut jobs: Vec<Job>, limit: usize) -> Self {
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Self { jobs, next }
+    }
+}
+
 /// Checks a [`JobFilter`]'s limit.
 ///
 /// # Errors

@@ -343,13 +343,7 @@ async fn pause_queue(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueState>, ApiError> {
-    let name = QueueName::new(&queue)?;
-    state.backend.pause(&name).await?;
-    tracing::info!(%name, "queue paused");
-    Ok(Json(QueueState {
-        queue,
-        paused: true,
-    }))
+    set_paused(&state, queue, true).await
 }
 
 /// `POST /api/v1/queues/{queue}/resume`: hand the queue's jobs to workers again.
@@ -363,13 +357,23 @@ async fn resume_queue(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueState>, ApiError> {
+    set_paused(&state, queue, false).await
+}
+
+/// Pauses or resumes `queue`; its state as it now is.
+async fn set_paused(
+    state: &AppState,
+    queue: String,
+    paused: bool,
+) -> Result<Json<QueueState>, ApiError> {
     let name = QueueName::new(&queue)?;
-    state.backend.resume(&name).await?;
-    tracing::info!(%name, "queue resumed");
-    Ok(Json(QueueState {
-        queue,
-        paused: false,
-    }))
+    if paused {
+        state.backend.pause(&name).await?;
+    } else {
+        state.backend.resume(&name).await?;
+    }
+    tracing::info!(%name, paused, "queue state set");
+    Ok(Json(QueueState { queue, paused }))
 }
 
 /// `GET /api/v1/queues/paused`: the paused queues, in name order.

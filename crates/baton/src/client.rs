@@ -283,12 +283,7 @@ impl Client {
     ///
     /// [`ClientError::Api`] with [`ErrorKind::InvalidInput`] for a bad queue name.
     pub async fn pause(&self, queue: &str) -> Result<QueueState, ClientError> {
-        self.call(
-            Method::POST,
-            &["api", "v1", "queues", queue, "pause"],
-            None::<&()>,
-        )
-        .await
+        self.queue_action(queue, "pause").await
     }
 
     /// Resumes `queue` and wakes its workers.
@@ -297,9 +292,14 @@ impl Client {
     ///
     /// As [`Self::pause`].
     pub async fn resume(&self, queue: &str) -> Result<QueueState, ClientError> {
+        self.queue_action(queue, "resume").await
+    }
+
+    /// `POST /api/v1/queues/{queue}/{action}`.
+    async fn queue_action(&self, queue: &str, action: &str) -> Result<QueueState, ClientError> {
         self.call(
             Method::POST,
-            &["api", "v1", "queues", queue, "resume"],
+            &["api", "v1", "queues", queue, action],
             None::<&()>,
         )
         .await

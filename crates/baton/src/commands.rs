@@ -50,18 +50,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => cancel_job(file, &args).await,
         Command::Retry(args) => retry_job(file, &args).await,
         Command::Counts(args) => counts(file, &args).await,
-        Command::Pause(args) => {
-            let state = client(file, &args.server.overrides())?
-                .pause(&args.queue)
-                .await?;
-            print_line(&serde_json::to_string_pretty(&state)?)
-        }
-        Command::Resume(args) => {
-            let state = client(file, &args.server.overrides())?
-                .resume(&args.queue)
-                .await?;
-            print_line(&serde_json::to_string_pretty(&state)?)
-        }
+        Command::Pause(args) => set_paused(file, &args, true).await,
+        Command::Resume(args) => set_paused(file, &args, false).await,
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;
             if !args.master_failover.is_empty() {
@@ -177,6 +167,16 @@ async fn retry_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
         .retry(args.id)
         .await?;
     print_line(&serde_json::to_string_pretty(&job)?)
+}
+
+async fn set_paused(file: Option<&Path>, args: &CountsArgs, paused: bool) -> anyhow::Result<()> {
+    let client = client(file, &args.server.overrides())?;
+    let state = if paused {
+        client.pause(&args.queue).await?
+    } else {
+        client.resume(&args.queue).await?
+    };
+    print_line(&serde_json::to_string_pretty(&state)?)
 }
 
 async fn counts(file: Option<&Path>, args: &CountsArgs) -> anyhow::Result<()> {
