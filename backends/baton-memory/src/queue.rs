@@ -84,6 +84,7 @@ impl Jobs {
             error: None,
             lease: None,
             history: Vec::new(),
+            trace_parent: new.trace_parent().cloned(),
         };
         let index = self.queues.entry(job.queue.clone()).or_default();
         index.ids.insert(id);

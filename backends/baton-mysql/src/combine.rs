@@ -27,8 +27,8 @@ const MAX_BATCH: usize = 500;
 
 /// Locks the rows of several jobs, in id order.
 const LOCK_JOBS: &str = "SELECT id, queue, payload, priority, state, attempts, retry, created_at, \
-     run_at, finished_at, result, error, lease_owner, lease_token, lease_expires_at, history \
-     FROM {prefix}jobs WHERE id IN ({in}) ORDER BY id FOR UPDATE";
+     run_at, finished_at, result, error, lease_owner, lease_token, lease_expires_at, history, \
+     trace_parent FROM {prefix}jobs WHERE id IN ({in}) ORDER BY id FOR UPDATE";
 
 /// Requests of one kind queued for the next shared transaction, and the turn to run them.
 pub(crate) struct Combiner<R> {

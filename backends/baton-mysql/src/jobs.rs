@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use baton_core::{
     Attempt, AttemptOutcome, Error, FencingToken, Job, JobEvent, JobId, JobLease, JobState, Lease,
-    NewJob, Owner, QueueName, Reserved, Result, Retry, Timestamp,
+    NewJob, Owner, QueueName, Reserved, Result, Retry, Timestamp, TraceParent,
 };
 use baton_sql::{JobRow, encode_history, encode_json, encode_retry};
 use sqlx::{MySqlConnection, Row};
@@ -22,13 +22,13 @@ use crate::job_logic::{
 macro_rules! job_columns {
     () => {
         "id, queue, payload, priority, state, attempts, retry, created_at, run_at, finished_at, \
-         result, error, lease_owner, lease_token, lease_expires_at, history"
+         result, error, lease_owner, lease_token, lease_expires_at, history, trace_parent"
     };
 }
 
 pub(crate) const INSERT_JOBS: &str = "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, \
-     retry, created_at, run_at, lease_token, history) VALUES {rows}";
-pub(crate) const JOB_ROW: &str = "(?, ?, ?, 'pending', 0, ?, ?, ?, 0, '[]')";
+     retry, created_at, run_at, lease_token, history, trace_parent) VALUES {rows}";
+pub(crate) const JOB_ROW: &str = "(?, ?, ?, 'pending', 0, ?, ?, ?, 0, '[]', ?)";
 pub(crate) const COUNT_RANGE: &str = "SELECT COUNT(*) FROM {prefix}jobs WHERE id BETWEEN ? AND ?";
 pub(crate) const INSERT_EVENTS: &str = "INSERT INTO {prefix}events (origin, job_id, queue, state, attempts, \
      created_at) VALUES {rows}";
@@ -238,7 +238,8 @@ impl MysqlStore {
                     .bind(job.priority().0)
                     .bind(encode_retry(job.retry()))
                     .bind(now)
-                    .bind(now.saturating_add(millis(job.delay())));
+                    .bind(now.saturating_add(millis(job.delay())))
+                    .bind(job.trace_parent().map(TraceParent::as_str));
             }
             let done = query.execute(&mut *tx).await?;
             let first = i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX);

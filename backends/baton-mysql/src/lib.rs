@@ -106,6 +106,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         description: "paused queues",
         sql: include_str!("../migrations/0003_paused_queues.sql"),
     },
+    MigrationFile {
+        version: 4,
+        description: "job trace parent",
+        sql: include_str!("../migrations/0004_job_trace_parent.sql"),
+    },
 ];
 
 /// How to reach the database and name the tables.

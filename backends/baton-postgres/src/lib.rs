@@ -22,7 +22,8 @@
 //!
 //! Every table name starts with the configured [`TablePrefix`] (`baton_` by default); the schema
 //! is `migrations/0001_initial.sql`, `0002_reserve_walk_index.sql`, `0003_queue_upkeep.sql`,
-//! `0004_heartbeat_beat_at.sql` and `0005_paused_queues.sql`, applied on connect.
+//! `0004_heartbeat_beat_at.sql`, `0005_paused_queues.sql` and `0006_job_trace_parent.sql`,
+//! applied on connect.
 //! Times are `BIGINT` milliseconds since the epoch, always computed by the server (`now()`),
 //! never by the client.
 //!
@@ -113,6 +114,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         version: 5,
         description: "paused queues",
         sql: include_str!("../migrations/0005_paused_queues.sql"),
+    },
+    MigrationFile {
+        version: 6,
+        description: "job trace parent",
+        sql: include_str!("../migrations/0006_job_trace_parent.sql"),
     },
 ];
 

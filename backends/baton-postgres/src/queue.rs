@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use baton_core::{
     AttemptOutcome, Error, Job, JobEvent, JobFilter, JobId, JobLease, JobPage, JobState, NewJob,
-    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
+    Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, TraceParent,
+    check_json_size, truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
 use serde_json::Value;
@@ -31,12 +31,17 @@ pub(crate) async fn insert_jobs(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec
     let priorities: Vec<i32> = jobs.iter().map(|job| job.priority().0).collect();
     let retries: Vec<String> = jobs.iter().map(|job| encode_retry(job.retry())).collect();
     let delays: Vec<i64> = jobs.iter().map(|job| millis(job.delay())).collect();
+    let trace_parents: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|job| job.trace_parent().map(TraceParent::as_str))
+        .collect();
     let rows = sqlx::query(shared.sql.enqueue.clone())
         .bind(&queues)
         .bind(&payloads)
         .bind(&priorities)
         .bind(&retries)
         .bind(&delays)
+        .bind(&trace_parents)
         .bind(shared.origin)
         .fetch_all(&shared.pool)
         .await

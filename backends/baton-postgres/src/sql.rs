@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 const NOW: &str = "(extract(epoch from now()) * 1000)::bigint";
 const COLS: &str = "id, queue, payload, priority, state, attempts, retry, created_at, run_at, \
      finished_at, result, error, lease_owner, lease_token, lease_expires_at, \
-     history::text AS history";
+     history::text AS history, trace_parent";
 const EVENT: &str = "pg_notify('{prefix}events', json_build_object('o', $ORIGIN::bigint, \
      'j', id, 'q', queue, 's', state, 'a', attempts)::text)::text AS notified";
 /// The CTEs that send the events of every row of the CTE `{changed}` as few `NOTIFY`s: one
@@ -227,10 +227,12 @@ impl Statements {
         let sql = |text: &str| with(text, &[]);
         Self {
             enqueue: with("WITH ins AS (
-                INSERT INTO {prefix}jobs (queue, payload, priority, state, retry, created_at, run_at)
-                SELECT q, p, pr, 'pending', r, {now}, {now} + d
-                FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[])
-                    WITH ORDINALITY AS t(q, p, pr, r, d, n)
+                INSERT INTO {prefix}jobs (queue, payload, priority, state, retry, created_at, run_at,
+                    trace_parent)
+                SELECT q, p, pr, 'pending', r, {now}, {now} + d, tp
+                FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[],
+                    $6::text[])
+                    WITH ORDINALITY AS t(q, p, pr, r, d, tp, n)
                 ORDER BY n
                 RETURNING id, queue, state, attempts, run_at, created_at
             ), {events}, woke AS (
@@ -238,7 +240,7 @@ impl Statements {
                 FROM ins WHERE run_at <= created_at GROUP BY queue
             )
             SELECT id, (SELECT count(*) FROM notified) + (SELECT count(*) FROM woke) AS notified
-            FROM ins", &[("{changed}", "ins"), ("$ORIGIN", "$6")]),
+            FROM ins", &[("{changed}", "ins"), ("$ORIGIN", "$7")]),
             reserve_one_queue: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{not_paused}", NOT_PAUSED_ONE), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
             reserve_many_queues: template(RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = ANY($1::text[])"), ("{not_paused}", NOT_PAUSED_MANY), ("{changed}", "reserved"), ("$ORIGIN", "$4")]),
             complete_and_reserve_one_queue: template(COMPLETE_AND_RESERVE, &[("{queue_match}", "(queue COLLATE \"C\") = $1"), ("{not_paused}", NOT_PAUSED_ONE), ("{changed}", "changed"), ("$ORIGIN", "$4"), ("$C_IDS", "$5"), ("$C_OWNERS", "$6"), ("$C_TOKENS", "$7"), ("$C_RESULTS", "$8"), ("$OUTCOME", "$9")]),

@@ -1,6 +1,6 @@
 -- Stores jobs, pending; returns the first id (the others follow it) and the time of the store.
 -- ARGV: J, origin, events channel, wake channel, n, then n times: queue, payload, priority,
--- delay ms, retry policy.
+-- delay ms, retry policy, traceparent (empty for none).
 local J, origin = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[5])
 local now = now_ms()
@@ -21,14 +21,16 @@ local function add(key, score, member)
   end
 end
 for i = 0, n - 1 do
-  local at = 6 + i * 5
+  local at = 6 + i * 6
   local queue, payload = ARGV[at], ARGV[at + 1]
   local priority, delay = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local id = first + i
   local run_at = now + delay
   local qk = queue_key(J, queue)
-  redis.call('HSET', job_key(J, id), 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending',
-    'at', 0, 'rt', ARGV[at + 4], 'ca', now, 'ra', run_at, 'tk', 0)
+  local jk = job_key(J, id)
+  redis.call('HSET', jk, 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending', 'at', 0,
+    'rt', ARGV[at + 4], 'ca', now, 'ra', run_at, 'tk', 0)
+  if ARGV[at + 5] ~= '' then redis.call('HSET', jk, 'tp', ARGV[at + 5]) end
   add(qk .. ':ids', id, id)
   count_move(qk, nil, 'pending')
   if run_at <= now then

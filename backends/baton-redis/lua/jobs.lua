@@ -2,8 +2,9 @@
 
 -- `as`, `ae` and `ao` are the start, end and outcome of the last attempt (its number is `at`,
 -- its owner `ow`, the error of a failed one `err`); earlier attempts are in the history list.
+-- `tp` is the W3C traceparent the job was enqueued with, absent if none.
 local JOB_FIELDS = {'q', 'p', 'pr', 'st', 'at', 'rt', 'ca', 'ra', 'fa', 'res', 'err', 'ow', 'tk', 'ex',
-  'as', 'ae', 'ao'}
+  'as', 'ae', 'ao', 'tp'}
 
 local function job_key(J, id) return J .. 'job:' .. id end
 local function history_key(J, id) return J .. 'hist:' .. id end

@@ -42,8 +42,8 @@
 //!   - `job:<id>`: a hash: `q` queue, `p` payload (JSON), `pr` priority, `st` state, `at`
 //!     attempts, `rt` retry policy (JSON), `ca` created, `ra` run at, `fa` finished, `res`
 //!     result (JSON), `err` last error, `ow` lease owner, `tk` last token, `ex` lease expiry,
-//!     and the last attempt's `as` start, `ae` end and `ao` outcome (its number is `at`, its
-//!     owner `ow`);
+//!     the last attempt's `as` start, `ae` end and `ao` outcome (its number is `at`, its
+//!     owner `ow`), and `tp` the W3C traceparent it was enqueued with (absent if none);
 //!   - `hist:<id>`: a list of the job's earlier attempts, one JSON object each, appended when
 //!     the next attempt starts (so a job run once never has one);
 //!   - `q:<len>:<queue>:due`: due pending jobs, scored by minus the priority, members

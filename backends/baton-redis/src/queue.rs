@@ -156,7 +156,7 @@ impl Queue for RedisBackend {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = Vec::with_capacity(1 + jobs.len() * 5);
+        let mut args = Vec::with_capacity(1 + jobs.len() * 6);
         args.push(jobs.len().to_string());
         for job in jobs {
             args.push(job.queue().as_str().to_owned());
@@ -164,6 +164,11 @@ impl Queue for RedisBackend {
             args.push(job.priority().0.to_string());
             args.push(millis(job.delay()).to_string());
             args.push(to_json("retry policy", job.retry())?);
+            args.push(
+                job.trace_parent()
+                    .map(|parent| parent.as_str().to_owned())
+                    .unwrap_or_default(),
+            );
         }
         let reply = self.job_script(&self.inner.scripts.enqueue, &args).await?;
         let mut parts = value::array(reply)?.into_iter();

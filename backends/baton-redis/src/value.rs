@@ -3,7 +3,7 @@
 
 use baton_core::{
     Attempt, AttemptOutcome, FencingToken, Job, JobId, JobState, Lease, Owner, Priority, QueueName,
-    Result, RetryPolicy, Timestamp,
+    Result, RetryPolicy, Timestamp, TraceParent,
 };
 use redis::Value;
 use serde::Deserialize;
@@ -127,6 +127,10 @@ pub(crate) fn job(value: Value) -> Result<Option<Job>> {
     let (finished_at, result, error, owner) = (next(), next(), next(), next());
     let (token, expires_at) = (next(), next());
     let (attempt_started, attempt_ended, attempt_outcome) = (next(), next(), next());
+    let trace_parent = next()
+        .map(|text| TraceParent::parse(&text))
+        .transpose()
+        .map_err(|e| unexpected(format!("job trace parent: {e}")))?;
     let state: JobState = parse("state", state)?;
     let attempts: u32 = parse("attempts", attempts)?;
     let lease = if state == JobState::Running {
@@ -180,6 +184,7 @@ pub(crate) fn job(value: Value) -> Result<Option<Job>> {
         error,
         lease,
         history,
+        trace_parent,
     }))
 }
 

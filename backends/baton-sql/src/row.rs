@@ -14,7 +14,7 @@
 
 use baton_core::{
     Attempt, Error, FencingToken, Job, JobId, JobState, Lease, Owner, Priority, QueueName, Result,
-    RetryPolicy, Timestamp,
+    RetryPolicy, Timestamp, TraceParent,
 };
 use serde_json::Value;
 
@@ -55,6 +55,8 @@ pub struct JobRow {
     pub lease_expires_at: Option<i64>,
     /// Attempt history, JSON text (see the module docs).
     pub history: String,
+    /// The W3C traceparent of the span that enqueued the job, if any.
+    pub trace_parent: Option<String>,
 }
 
 impl JobRow {
@@ -102,6 +104,11 @@ impl JobRow {
             lease,
             history: serde_json::from_str::<Vec<Attempt>>(&self.history)
                 .map_err(|e| corrupt("history", &e))?,
+            trace_parent: self
+                .trace_parent
+                .map(|text| TraceParent::parse(&text))
+                .transpose()
+                .map_err(|e| corrupt("trace_parent", &e))?,
         })
     }
 }
@@ -149,6 +156,7 @@ mod tests {
                 {"number":2,"owner":"w-1","started_at":2000,"finished_at":null}
             ]"#
             .to_owned(),
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
         }
     }
 
@@ -180,6 +188,23 @@ mod tests {
             text.contains(r#""outcome":"failed","error":"boom""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_row_decodes_its_trace_parent_or_none() {
+        let job = row().into_job().unwrap();
+        assert_eq!(
+            job.trace_parent.map(String::from).as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        let mut without = row();
+        without.trace_parent = None;
+        assert_eq!(without.into_job().unwrap().trace_parent, None);
+        let mut bad = row();
+        bad.trace_parent = Some("junk".to_owned());
+        let error = bad.into_job().unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("trace_parent"), "{error}");
     }
 
     #[test]

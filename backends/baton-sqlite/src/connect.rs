@@ -31,6 +31,11 @@ const MIGRATIONS: &[MigrationFile] = &[
         description: "paused queues",
         sql: include_str!("../migrations/0003_paused_queues.sql"),
     },
+    MigrationFile {
+        version: 4,
+        description: "job trace parent",
+        sql: include_str!("../migrations/0004_job_trace_parent.sql"),
+    },
 ];
 
 /// How many times connecting retries the migrations when another process applied them at the

@@ -147,6 +147,7 @@ impl SqliteBackend {
             .bind(encode_retry(new.retry()))
             .bind(now.as_millis())
             .bind(run_at.as_millis())
+            .bind(new.trace_parent().map(|parent| parent.as_str().to_owned()))
             .fetch_one(&mut *write.tx)
             .await
             .map_err(from_sqlx)?;

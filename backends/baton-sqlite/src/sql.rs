@@ -12,7 +12,8 @@ pub(crate) const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 /// The columns of [`baton_sql::JobRow`], in a `SELECT` list.
 const JOB_COLUMNS: &str = "id, queue, payload, priority, state, attempts, retry, created_at, \
-     run_at, finished_at, result, error, lease_owner, lease_token, lease_expires_at, history";
+     run_at, finished_at, result, error, lease_owner, lease_token, lease_expires_at, history, \
+     trace_parent";
 
 macro_rules! statements {
     ($($(#[$doc:meta])* $name:ident = $text:expr;)*) => {
@@ -43,10 +44,11 @@ statements! {
     now = "SELECT {now}";
 
     // Jobs.
-    /// Stores a new pending job: queue, payload, priority, retry, created_at, run_at.
+    /// Stores a new pending job: queue, payload, priority, retry, created_at, run_at,
+    /// trace_parent.
     insert_job = "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, \
-         created_at, run_at, lease_token, history) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, 0, '[]') \
-         RETURNING id";
+         created_at, run_at, lease_token, history, trace_parent) \
+         VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, 0, '[]', ?) RETURNING id";
     /// Due jobs of one queue in reservation order, none if the queue is paused: queue, now,
     /// limit.
     due_jobs = "SELECT id, priority, run_at FROM {prefix}jobs INDEXED BY {prefix}jobs_due \

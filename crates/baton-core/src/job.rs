@@ -156,6 +156,95 @@ impl std::str::FromStr for JobState {
 #[serde(transparent)]
 pub struct Priority(pub i32);
 
+/// A validated W3C Trace Context `traceparent` header value, such as
+/// `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`.
+///
+/// Version `00` only: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase, with
+/// neither id all zeros. Baton only stores it, so a job's span can be a child of the span that
+/// enqueued it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TraceParent(String);
+
+impl TraceParent {
+    /// Checks `value` and keeps it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `value` is not a version `00` traceparent in lowercase hex, or
+    /// its trace id or span id is all zeros.
+    pub fn parse(value: &str) -> Result<Self> {
+        let fields: Vec<&str> = value.splitn(5, '-').collect();
+        let [version, trace_id, span_id, flags] = fields[..] else {
+            return Err(Error::invalid(format!(
+                "traceparent {value:?} is not version-traceid-spanid-flags"
+            )));
+        };
+        if version != "00" {
+            return Err(Error::invalid(format!(
+                "traceparent {value:?} has version {version:?}, not \"00\""
+            )));
+        }
+        for (what, field, len) in [
+            ("trace id", trace_id, 32),
+            ("span id", span_id, 16),
+            ("flags", flags, 2),
+        ] {
+            if field.len() != len || !field.bytes().all(is_lowercase_hex) {
+                return Err(Error::invalid(format!(
+                    "traceparent {value:?} has a {what} that is not {len} lowercase hex digits"
+                )));
+            }
+        }
+        for (what, field) in [("trace id", trace_id), ("span id", span_id)] {
+            if field.bytes().all(|b| b == b'0') {
+                return Err(Error::invalid(format!(
+                    "traceparent {value:?} has an all-zero {what}"
+                )));
+            }
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The header value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_lowercase_hex(byte: u8) -> bool {
+    matches!(byte, b'0'..=b'9' | b'a'..=b'f')
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for TraceParent {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for TraceParent {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self> {
+        Self::parse(&value)?;
+        Ok(Self(value))
+    }
+}
+
+impl From<TraceParent> for String {
+    fn from(trace_parent: TraceParent) -> Self {
+        trace_parent.0
+    }
+}
+
 /// A job to enqueue, built with [`NewJob::new`] and its `with_*` methods.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NewJob {
@@ -164,6 +253,8 @@ pub struct NewJob {
     priority: Priority,
     delay: Duration,
     retry: RetryPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_parent: Option<TraceParent>,
 }
 
 impl NewJob {
@@ -180,6 +271,7 @@ impl NewJob {
             priority: Priority::default(),
             delay: Duration::ZERO,
             retry: RetryPolicy::default(),
+            trace_parent: None,
         })
     }
 
@@ -206,6 +298,12 @@ impl NewJob {
         Ok(self)
     }
 
+    /// Records the trace context of the span enqueueing the job, for the span that runs it.
+    pub fn with_trace_parent(mut self, trace_parent: TraceParent) -> Self {
+        self.trace_parent = Some(trace_parent);
+        self
+    }
+
     /// The queue the job goes to.
     pub fn queue(&self) -> &QueueName {
         &self.queue
@@ -229,6 +327,11 @@ impl NewJob {
     /// The job's retry policy.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
+    }
+
+    /// The trace context of the span enqueueing the job, if any.
+    pub fn trace_parent(&self) -> Option<&TraceParent> {
+        self.trace_parent.as_ref()
     }
 }
 
@@ -296,6 +399,9 @@ pub struct Job {
     pub lease: Option<Lease>,
     /// Every attempt, oldest first.
     pub history: Vec<Attempt>,
+    /// The trace context of the span that enqueued it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<TraceParent>,
 }
 
 impl Job {
@@ -461,6 +567,7 @@ mod tests {
             error: None,
             lease: None,
             history: Vec::new(),
+            trace_parent: None,
         };
         assert_eq!(
             job.retry_delay(Retry::ByPolicy),
@@ -474,6 +581,74 @@ mod tests {
         job.attempts = 2;
         assert_eq!(job.retry_delay(Retry::ByPolicy), None);
         assert_eq!(job.retry_delay(Retry::After(Duration::ZERO)), None);
+    }
+
+    const TRACE_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn trace_parents_accept_w3c_version_00_values() {
+        let parsed = TraceParent::parse(TRACE_PARENT).unwrap();
+        assert_eq!(parsed.as_str(), TRACE_PARENT);
+        assert_eq!(parsed.to_string(), TRACE_PARENT);
+        assert_eq!(TRACE_PARENT.parse::<TraceParent>().unwrap(), parsed);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(TraceParent::parse(unsampled).is_ok());
+    }
+
+    #[test]
+    fn trace_parents_refuse_anything_else() {
+        for bad in [
+            "",
+            "junk",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47366-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b77-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-001",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+        ] {
+            assert!(
+                matches!(TraceParent::parse(bad), Err(Error::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trace_parents_are_plain_strings_in_json_and_checked_when_read() {
+        let parsed = TraceParent::parse(TRACE_PARENT).unwrap();
+        let json = serde_json::to_string(&parsed).unwrap();
+        assert_eq!(json, format!("\"{TRACE_PARENT}\""));
+        assert_eq!(serde_json::from_str::<TraceParent>(&json).unwrap(), parsed);
+        assert!(serde_json::from_str::<TraceParent>("\"00-junk\"").is_err());
+        assert!(serde_json::from_str::<TraceParent>("42").is_err());
+    }
+
+    #[test]
+    fn new_jobs_carry_a_trace_parent_only_when_given_one() {
+        let queue = QueueName::new("q").unwrap();
+        let job = NewJob::new(queue, Value::Null).unwrap();
+        assert_eq!(job.trace_parent(), None);
+        let parent = TraceParent::parse(TRACE_PARENT).unwrap();
+        let job = job.with_trace_parent(parent.clone());
+        assert_eq!(job.trace_parent(), Some(&parent));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 pub use heartbeat::{Beat, Heartbeat};
 pub use job::{
     Attempt, AttemptOutcome, Job, JobEvent, JobId, JobLease, JobState, MAX_PAYLOAD_BYTES, NewJob,
-    Priority, QueueCounts, Reserved, Retry, check_json_size,
+    Priority, QueueCounts, Reserved, Retry, TraceParent, check_json_size,
 };
 pub use lease::{FencingToken, Lease, MAX_TTL, MIN_TTL, validate_ttl};
 pub use lock::{Acquire, Lock, LockHolder, LockLease, LockRequest, MAX_LOCK_NAMES, MAX_REASON_LEN};

@@ -49,6 +49,7 @@ mod pause;
 mod queue;
 mod retries;
 mod support;
+mod trace;
 
 /// The environment variable holding a substring of case names: only matching cases run.
 pub const FILTER_VARIABLE: &str = "BATON_CONFORMANCE_FILTER";
@@ -252,6 +253,7 @@ fn all_cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
     cases.extend(queue::cases::<B>());
     cases.extend(retries::cases::<B>());
     cases.extend(jobs::cases::<B>());
+    cases.extend(trace::cases::<B>());
     cases.extend(pause::cases::<B>());
     cases.extend(list::cases::<B>());
     cases.extend(dispatch::cases::<B>());
