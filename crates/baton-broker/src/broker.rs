@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::BrokerConfig;
 use crate::protocol::{
@@ -220,7 +221,8 @@ enum Event {
         queue: QueueName,
         result: baton_core::Result<Vec<Reserved>>,
     },
-    Changed(Job),
+    /// A job reached a new state (boxed: jobs are large beside the other events).
+    Changed(Box<Job>),
     Rejected {
         job: JobId,
         error: Error,
@@ -482,7 +484,7 @@ impl State {
                     match backend.cancel(id).await {
                         Ok(job) => {
                             let reply = json!({"status": "success", "job": job_json(&job)});
-                            let _ = events.send(Event::Changed(job));
+                            let _ = events.send(Event::Changed(Box::new(job)));
                             reply
                         }
                         Err(error) => error_reply(error),
@@ -611,7 +613,7 @@ impl State {
                 backend.fail(&lease, &error, retry).await
             };
             let _ = events.send(match outcome {
-                Ok(job) => Event::Changed(job),
+                Ok(job) => Event::Changed(Box::new(job)),
                 Err(error) => Event::Rejected {
                     job: lease.job,
                     error,
@@ -692,6 +694,7 @@ impl State {
         let Enqueue {
             mut job,
             retry_given,
+            trace_parent,
             ..
         } = enqueue;
         if !retry_given {
@@ -704,10 +707,22 @@ impl State {
                 }
             };
         }
+        // The client's trace, when it sent one, is the enqueue span's parent; the job records
+        // the enqueue span, so its execution joins the same trace.
+        let span = baton_trace::enqueue_span(job.queue().as_str(), 1);
+        if let Some(parent) = &trace_parent {
+            baton_trace::follow(&span, parent);
+        }
+        let job = span.in_scope(|| baton_trace::stamp(job));
+        // Not traced here: the job still joins the client's trace.
+        let job = match trace_parent {
+            Some(parent) if job.trace_parent().is_none() => job.with_trace_parent(parent),
+            _ => job,
+        };
         let backend = self.backend.clone();
         let events = self.events_tx.clone();
         self.spawn_reply(peer, async move {
-            match backend.enqueue(&job).await {
+            match backend.enqueue(&job).instrument(span).await {
                 Ok(id) => {
                     let _ = events.send(Event::Enqueued(job.queue().clone(), id));
                     json!({"status": "success", "job_id": id.to_string()})
@@ -791,7 +806,7 @@ impl State {
                     let events = self.events_tx.clone();
                     tokio::spawn(async move {
                         if let Ok(Some(job)) = backend.get(id).await {
-                            let _ = events.send(Event::Changed(job));
+                            let _ = events.send(Event::Changed(Box::new(job)));
                         }
                     });
                 }
@@ -1035,7 +1050,7 @@ impl State {
                     .await
                 {
                     Ok(job) => {
-                        let _ = events.send(Event::Changed(job));
+                        let _ = events.send(Event::Changed(Box::new(job)));
                     }
                     Err(error) => {
                         tracing::debug!(job = %lease.job, %error, "returning a lost worker's job")

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use baton_core::{FencingToken, Job, JobId, JobState, NewJob, Priority, QueueName, RetryPolicy};
+use baton_core::{
+    FencingToken, Job, JobId, JobState, NewJob, Priority, QueueName, RetryPolicy, TraceParent,
+};
 use serde_json::{Map, Value, json};
 
 /// The queue of a job or a worker that names none.
@@ -69,6 +71,8 @@ pub struct Enqueue {
     /// Whether it set `retry_count` or `retry_delay`; if not, the broker's default policy
     /// applies.
     pub retry_given: bool,
+    /// The client's trace context (`traceparent`), which the enqueue continues.
+    pub trace_parent: Option<TraceParent>,
 }
 
 /// A worker's `completed`.
@@ -164,7 +168,9 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
             let Some(Value::Object(job)) = fields.0.get("job") else {
                 return Err(DecodeError::Field("missing 'job' object".into()));
             };
-            Request::Enqueue(Box::new(new_job(job)?))
+            let mut enqueue = new_job(job)?;
+            enqueue.trace_parent = fields.trace_parent()?;
+            Request::Enqueue(Box::new(enqueue))
         }
         "notify" => Request::Notify(fields.job("job_id")?),
         "fetch" => Request::Fetch(fields.job("job_id")?),
@@ -232,6 +238,17 @@ impl Fields<'_> {
                 .ok_or_else(|| DecodeError::Field("'token' must be a whole number".into())),
             Some(_) => Err(DecodeError::Field("'token' must be a whole number".into())),
         }
+    }
+
+    /// The W3C `traceparent` the client's enqueue continues, if it sent one.
+    fn trace_parent(&self) -> Result<Option<TraceParent>, DecodeError> {
+        self.text("traceparent")?
+            .map(|text| {
+                TraceParent::parse(&text).map_err(|error| {
+                    DecodeError::Field(format!("'traceparent' is not a W3C traceparent: {error}"))
+                })
+            })
+            .transpose()
     }
 
     /// A number of seconds (whole or not), at most a year.
@@ -308,6 +325,7 @@ fn new_job(fields: &Map<String, Value>) -> Result<Enqueue, DecodeError> {
         job,
         timeout,
         retry_given,
+        trace_parent: None,
     })
 }
 
@@ -372,7 +390,8 @@ pub fn job_json(job: &Job) -> Value {
 }
 
 /// The message that hands a job to a worker: its payload's fields, `command: "job"`,
-/// `job_id`, and Baton's `token`, `attempt` and `timeout` (seconds).
+/// `job_id`, and Baton's `token`, `attempt`, `timeout` (seconds) and, when the job carries one,
+/// `traceparent` (the W3C trace context of the span that enqueued it).
 pub fn job_message(job: &Job, token: FencingToken, timeout: Duration) -> Value {
     let mut fields = match &job.payload {
         Value::Object(fields) => fields.clone(),
@@ -383,6 +402,9 @@ pub fn job_message(job: &Job, token: FencingToken, timeout: Duration) -> Value {
     fields.insert("token".into(), json!(token.get()));
     fields.insert("attempt".into(), json!(job.attempts));
     fields.insert("timeout".into(), json!(timeout.as_secs_f64()));
+    if let Some(parent) = &job.trace_parent {
+        fields.insert("traceparent".into(), json!(parent.as_str()));
+    }
     Value::Object(fields)
 }
 
@@ -394,6 +416,27 @@ pub fn error_reply(message: impl std::fmt::Display) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pending job as a backend would return it.
+    fn stored(payload: Value, trace_parent: Option<TraceParent>) -> Job {
+        Job {
+            id: JobId::new(1),
+            queue: QueueName::new(DEFAULT_QUEUE).unwrap(),
+            payload,
+            priority: Priority::default(),
+            state: JobState::Pending,
+            attempts: 0,
+            retry: RetryPolicy::default(),
+            created_at: baton_core::Timestamp::EPOCH,
+            run_at: baton_core::Timestamp::EPOCH,
+            finished_at: None,
+            result: None,
+            error: None,
+            lease: None,
+            history: Vec::new(),
+            trace_parent,
+        }
+    }
 
     #[test]
     fn seed_messages_decode() {
@@ -440,7 +483,9 @@ mod tests {
             job,
             timeout,
             retry_given,
+            trace_parent,
         } = *enqueue;
+        assert_eq!(trace_parent, None);
         assert!(retry_given);
         assert_eq!(job.queue().as_str(), DEFAULT_QUEUE);
         assert_eq!(job.payload()["target"], "T");
@@ -449,6 +494,29 @@ mod tests {
         assert_eq!(job.retry().initial_backoff_ms, 5000);
         assert_eq!(job.retry().base, 2.0);
         assert_eq!(timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_enqueue_carries_the_clients_trace_parent_to_the_job_and_its_worker() {
+        const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let body = format!(r#"{{"command":"enqueue","job":{{"x":1}},"traceparent":"{PARENT}"}}"#);
+        let Ok(Request::Enqueue(enqueue)) = decode(body.as_bytes()) else {
+            panic!("enqueue");
+        };
+        assert_eq!(
+            enqueue.trace_parent.as_ref().map(TraceParent::as_str),
+            Some(PARENT)
+        );
+        let job = stored(enqueue.job.payload().clone(), enqueue.trace_parent.clone());
+        let message = job_message(&job, FencingToken::new(3), Duration::from_secs(30));
+        assert_eq!(message["traceparent"], PARENT);
+        assert_eq!(message["x"], 1);
+        let untraced = job_message(
+            &stored(json!({}), None),
+            FencingToken::new(3),
+            Duration::ZERO,
+        );
+        assert!(untraced.get("traceparent").is_none());
     }
 
     #[test]
@@ -461,6 +529,8 @@ mod tests {
             br#"{"command":"enqueue","job":[]}"#,
             br#"{"command":"enqueue","job":{"priority":1e12}}"#,
             br#"{"command":"enqueue","job":{"queue":""}}"#,
+            br#"{"command":"enqueue","job":{},"traceparent":"00-00-00-01"}"#,
+            br#"{"command":"enqueue","job":{},"traceparent":1}"#,
             br#"{"command":7}"#,
             br#"[]"#,
             b"\xff",

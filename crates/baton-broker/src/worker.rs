@@ -10,11 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::TraceParent;
 use baton_zmq::{Dealer, Requester};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// A job handed to the handler.
 #[derive(Clone, Debug)]
@@ -278,7 +280,16 @@ where
         job,
         canceled,
     };
-    let run = tokio::spawn(handler(context.clone()));
+    let parent = context.job["traceparent"]
+        .as_str()
+        .and_then(|parent| TraceParent::parse(parent).ok());
+    let span = baton_trace::execution_span(
+        &context.id,
+        &worker.queue,
+        u32::try_from(context.attempt).unwrap_or(u32::MAX),
+        parent.as_ref(),
+    );
+    let run = tokio::spawn(handler(context.clone()).instrument(span.clone()));
     let touching = touch_until_done(worker.endpoint.clone(), &context, cancel);
     tokio::pin!(run);
     let outcome = tokio::select! {
@@ -288,6 +299,9 @@ where
     let outcome = outcome.unwrap_or_else(|error| {
         Outcome::Failure(json!({"class": "panic", "message": error.to_string()}))
     });
+    if !matches!(outcome, Outcome::Success(_)) {
+        span.record("otel.status_code", "ERROR");
+    }
     (outcome, context)
 }
 

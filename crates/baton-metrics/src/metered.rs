@@ -54,11 +54,19 @@ impl<B: ?Sized> Metered<B> {
         call: &'static str,
         future: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let span = tracing::debug_span!("backend", call, error = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "backend",
+            call,
+            otel.name = format!("backend {call}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let started = Instant::now();
         let outcome = future.instrument(span.clone()).await;
         if let Err(error) = &outcome {
             span.record("error", tracing::field::display(error));
+            span.record("otel.status_code", "ERROR");
         }
         self.metrics
             .call(call, outcome.is_ok(), started.elapsed().as_secs_f64());

@@ -9,6 +9,7 @@ use baton_core::{Backend, Error, Job, JobId, JobState, NewJob, Result, RetryPoli
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::{EnqueueOptions, MAX_PARALLELISM, PoolConfig, RetryBehavior};
 use crate::handler::{
@@ -195,7 +196,9 @@ impl WorkPool {
         options: EnqueueOptions,
     ) -> Result<JobId> {
         let job = self.new_job(handler, args, options)?;
-        let id = self.shared.backend.enqueue(&job).await?;
+        let span = baton_trace::enqueue_span(job.queue().as_str(), 1);
+        let job = span.in_scope(|| baton_trace::stamp(job));
+        let id = self.shared.backend.enqueue(&job).instrument(span).await?;
         tracing::debug!(pool = %self.shared.config.name, job = %id, handler, "enqueued");
         Ok(id)
     }
@@ -214,7 +217,14 @@ impl WorkPool {
             .into_iter()
             .map(|(handler, args, options)| self.new_job(&handler, args, options))
             .collect::<Result<Vec<_>>>()?;
-        let ids = self.shared.backend.enqueue_batch(&jobs).await?;
+        let span = baton_trace::enqueue_span(self.shared.config.name.as_str(), jobs.len());
+        let jobs: Vec<_> = span.in_scope(|| jobs.into_iter().map(baton_trace::stamp).collect());
+        let ids = self
+            .shared
+            .backend
+            .enqueue_batch(&jobs)
+            .instrument(span)
+            .await?;
         tracing::debug!(pool = %self.shared.config.name, jobs = ids.len(), "enqueued a batch");
         Ok(ids)
     }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::guard::{Deadline, Guarded, local_deadline};
 use crate::handler::{CancelSignal, HandlerError, JobContext};
@@ -300,7 +301,21 @@ async fn run_attempt(
         attempt = job.attempts,
         "started"
     );
-    let output = Guarded::new(handler(context, payload.args.clone()), deadline).await;
+    let span = baton_trace::execution_span(
+        &job.id.to_string(),
+        job.queue.as_str(),
+        job.attempts,
+        job.trace_parent.as_ref(),
+    );
+    span.record("otel.name", format!("run {}", payload.handler));
+    let output = Guarded::new(
+        handler(context, payload.args.clone()).instrument(span.clone()),
+        deadline,
+    )
+    .await;
+    if !matches!(output, Ok(Ok(_))) {
+        span.record("otel.status_code", "ERROR");
+    }
     drop(renewal);
     shared.counters.attempt_ended();
     let Renewal {

@@ -31,6 +31,7 @@
 pub mod auth;
 mod error;
 mod extract;
+mod trace;
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,6 +41,7 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use baton_core::{Backend, Job, JobFilter, JobId, LockHolder, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
+use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, LicenseBuilder};
 use utoipa_axum::router::OpenApiRouter;
@@ -106,6 +108,7 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
     let _ = document.set(openapi.to_pretty_json().unwrap_or_default());
     let access = Arc::new(access);
     router
+        .route_layer(axum::middleware::from_fn(trace::request_span))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -208,7 +211,9 @@ async fn enqueue_job(
     ApiJson(request): ApiJson<EnqueueRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = request.to_new_job()?;
-    let id = state.backend.enqueue(&job).await?;
+    let span = baton_trace::enqueue_span(job.queue().as_str(), 1);
+    let job = span.in_scope(|| baton_trace::stamp(job));
+    let id = state.backend.enqueue(&job).instrument(span).await?;
     tracing::debug!(job = %id, queue = %job.queue(), "enqueued");
     let location = format!("/api/v1/jobs/{id}");
     Ok((
@@ -246,7 +251,16 @@ async fn enqueue_batch(
                 .map_err(|error| baton_core::Error::invalid(format!("job {index}: {error}")))
         })
         .collect::<baton_core::Result<Vec<_>>>()?;
-    let ids = state.backend.enqueue_batch(&jobs).await?;
+    // A batch may span queues; its span names the queue only when there is one.
+    let first = jobs[0].queue();
+    let queue = if jobs.iter().all(|job| job.queue() == first) {
+        first.as_str()
+    } else {
+        "several queues"
+    };
+    let span = baton_trace::enqueue_span(queue, jobs.len());
+    let jobs: Vec<_> = span.in_scope(|| jobs.into_iter().map(baton_trace::stamp).collect());
+    let ids = state.backend.enqueue_batch(&jobs).instrument(span).await?;
     tracing::debug!(jobs = ids.len(), "enqueued a batch");
     Ok((StatusCode::CREATED, Json(EnqueueBatchResponse { ids })))
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, redact};
 use crate::cli::BenchArgs;
+use crate::output::ProgressTarget;
 
 /// What to measure, and how hard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,19 +263,23 @@ impl Bench {
 }
 
 /// Opens `settings.backend` and writes one JSON line per scenario to `out`, each as soon as it
-/// is measured.
+/// is measured, with a spinner on `progress` while each one is.
 ///
 /// # Errors
 ///
 /// The backend cannot be opened, a scenario fails, or `out` cannot be written.
-pub async fn run(settings: &BenchSettings, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &BenchSettings,
+    out: &mut impl Write,
+    progress: ProgressTarget,
+) -> anyhow::Result<()> {
     let backend = backend::connect(&settings.backend, &settings.table_prefix).await?;
     let bench = Bench::new(backend, settings.clone());
     for &scenario in &settings.scenarios {
-        let figure = scenario
-            .run(&bench)
-            .await
-            .with_context(|| format!("bench {} failed", scenario.name()))?;
+        let spinner = progress.spinner(format!("measuring {}", scenario.name()));
+        let figure = scenario.run(&bench).await;
+        spinner.finish_and_clear();
+        let figure = figure.with_context(|| format!("bench {} failed", scenario.name()))?;
         let line = serde_json::to_string(&figure)?;
         writeln!(out, "{line}").context("cannot write the bench output")?;
         out.flush().context("cannot write the bench output")?;

@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::backend::redact;
+use crate::output::ProgressTarget;
 
 /// The timings a failover run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -94,14 +95,22 @@ pub struct FailoverFigure {
     pub seconds: f64,
 }
 
-/// Runs every mode of `settings`, writing one JSON line per mode to `out`.
+/// Runs every mode of `settings`, writing one JSON line per mode to `out`, with a spinner on
+/// `progress` while each one is measured.
 ///
 /// # Errors
 ///
 /// An instance cannot be started, or no instance takes over within twice the lease plus 10 s.
-pub async fn run(settings: &FailoverSettings, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &FailoverSettings,
+    out: &mut impl Write,
+    progress: ProgressTarget,
+) -> anyhow::Result<()> {
     for mode in &settings.modes {
-        let figure = measure(settings, *mode).await?;
+        let spinner = progress.spinner(format!("measuring master failover ({})", mode.name()));
+        let figure = measure(settings, *mode).await;
+        spinner.finish_and_clear();
+        let figure = figure?;
         writeln!(out, "{}", serde_json::to_string(&figure)?).context("cannot write the figure")?;
         out.flush().context("cannot write the figure")?;
     }

@@ -32,8 +32,10 @@ pub struct WorkerArgs {
     /// broker pings waiting workers every 10 s), e.g. 30s
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub reply_timeout: Duration,
-    /// The command run for each job: the job (JSON) on its stdin; exit status 0 and its stdout
-    /// (JSON if it parses, else text) are the result; any other status fails the job
+    /// The command run for each job: the job (JSON) on its stdin, its id in BATON_JOB_ID, its
+    /// fencing token in BATON_FENCING_TOKEN and, when traced, its execution span in
+    /// TRACEPARENT; exit status 0 and its stdout (JSON if it parses, else text) are the result;
+    /// any other status fails the job
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -96,6 +98,9 @@ async fn run_job(command: &[String], job: JobContext) -> Outcome {
             "BATON_FENCING_TOKEN",
             job.token.map(|t| t.to_string()).unwrap_or_default(),
         )
+        // The job's execution span, for a command that traces its own work (the environment
+        // carrier convention of OpenTelemetry).
+        .envs(baton_trace::current().map(|parent| ("TRACEPARENT", parent.to_string())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::Scenario;
 use crate::config::ConfigOverrides;
+use crate::output::OutputFormat;
 
 /// `baton`: run and drive the Baton job-orchestration platform.
 #[derive(Debug, Parser)]
@@ -56,15 +57,28 @@ pub enum Command {
         Example: baton enqueue --queue emails --priority 5 --delay 10s '{\"to\": \"a@example.com\"}'"
     )]
     Enqueue(EnqueueArgs),
-    /// Print a job, its state and its attempts as JSON
+    /// Print a job, its state and its attempts (a table on a terminal, else JSON; see --output)
+    #[command(long_about = "Print a job, its state and its attempts.\n\n\
+        On a terminal: field and value rows, then one row per attempt. Otherwise, or with \
+        --output json: the job as JSON, as GET /api/v1/jobs/{id} answers it.")]
     Job(JobArgs),
-    /// Print a page of jobs, newest first, as JSON, with the `before` of the next page
+    /// Print a page of jobs, newest first, with the `before` of the next page (see --output)
+    #[command(
+        long_about = "Print a page of jobs, newest first, with the `before` of the next \
+        page.\n\n\
+        On a terminal: one row per job (id, queue, state, attempts, created, run_at) and the \
+        --before of the next page. Otherwise, or with --output json: the page as JSON, as GET \
+        /api/v1/jobs answers it."
+    )]
     Jobs(JobsArgs),
     /// Cancel a job: a pending one never runs, a running one's completion is refused
     Cancel(JobArgs),
     /// Run a failed or canceled job again, due now, with at least one more attempt
     Retry(JobArgs),
-    /// Print how many jobs of a queue are in each state, as JSON
+    /// Print how many jobs of a queue are in each state (see --output)
+    #[command(long_about = "Print how many jobs of a queue are in each state.\n\n\
+        On a terminal: one state and count row per state. Otherwise, or with --output json: \
+        the counts as JSON, as GET /api/v1/queues/{queue}/counts answers them.")]
     Counts(CountsArgs),
     /// Pause a queue: its jobs wait, not handed to workers, until it is resumed
     Pause(CountsArgs),
@@ -108,7 +122,7 @@ pub enum ConfigCommand {
     #[command(
         long_about = "Print every setting's effective value and where it came from: default, \
         the configuration file, a BATON_* environment variable or a flag, one `key = value  # \
-        source` line each (JSON with --output json). The flags are those of `baton serve`. \
+        source` line each (with --output json: a JSON array of key, value and source). The flags are those of `baton serve`. \
         The configuration is checked as at start-up: an unknown key or an invalid value is an \
         error naming it."
     )]
@@ -121,9 +135,9 @@ pub struct ConfigShowArgs {
     /// The flags `baton serve` takes, applied on top as it would.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// `text` (one line per setting) or `json`
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub output: String,
+    /// How to print: `table` (one `key = value  # source` line per setting) or `json`
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// Flags of `baton serve`.
@@ -153,6 +167,22 @@ pub struct ServerArg {
     /// Base URL of the baton server [config: server, default: http://127.0.0.1:7600]
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+}
+
+/// The `--output` flag of the commands that print what they read.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputArg {
+    /// How to print: `table` (aligned columns, for people) or `json` (for scripts)
+    /// [default: table when standard output is a terminal, json otherwise]
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+impl OutputArg {
+    /// The format asked for, or the one that suits standard output.
+    pub fn format(self) -> OutputFormat {
+        self.output.unwrap_or_else(OutputFormat::for_stdout)
+    }
 }
 
 /// Flags of `baton enqueue`.
@@ -214,6 +244,10 @@ pub struct JobsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArg,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArg,
 }
 
 /// Flags of `baton job` and `baton cancel`.
@@ -226,6 +260,10 @@ pub struct JobArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArg,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArg,
 }
 
 /// Flags of `baton counts`.
@@ -238,6 +276,10 @@ pub struct CountsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArg,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArg,
 }
 
 /// Flags of `baton bench`.

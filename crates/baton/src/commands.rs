@@ -5,12 +5,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use baton_core::{QueueName, RetryPolicy};
+use indicatif::ProgressBar;
 use serde_json::Value;
 
 use crate::bench::{self, BenchSettings};
 use crate::cli::{Cli, Command, ConfigCommand, ConfigShowArgs, CountsArgs, EnqueueArgs, JobArgs};
 use crate::client::Client;
 use crate::config::{self, ConfigOverrides};
+use crate::output::{self, ProgressTarget};
 use crate::serve;
 use crate::wire::{EnqueueRequest, ListQuery, MAX_BATCH_REQUEST};
 
@@ -32,7 +34,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = config::load(file, &args.overrides())?;
-            crate::telemetry::init("info", config.log_format);
             serve::run(&config).await
         }
         Command::Enqueue(args) => enqueue(file, &args).await,
@@ -45,7 +46,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 limit: Some(args.limit),
             };
             let page = client(file, &args.server.overrides())?.list(&query).await?;
-            print_line(&serde_json::to_string_pretty(&page)?)
+            output::print(&page, args.output.format())
         }
         Command::Cancel(args) => cancel_job(file, &args).await,
         Command::Retry(args) => retry_job(file, &args).await,
@@ -62,10 +63,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     rounds: args.master_rounds,
                     instances: args.master_instances,
                 };
-                return crate::bench_master::run(&settings, &mut std::io::stdout()).await;
+                let progress = ProgressTarget::stderr_if_terminal();
+                return crate::bench_master::run(&settings, &mut std::io::stdout(), progress).await;
             }
             let settings = BenchSettings::from_args(&config.backend, &config.table_prefix, &args);
-            bench::run(&settings, &mut std::io::stdout()).await
+            let progress = ProgressTarget::stderr_if_terminal();
+            bench::run(&settings, &mut std::io::stdout(), progress).await
         }
         Command::Master(args) => crate::master::run(file, args).await,
         Command::Lock(args) => crate::tasks::run_lock(file, args).await,
@@ -112,6 +115,27 @@ async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> 
             Ok(request)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let progress = sending_bar(&requests, ProgressTarget::stderr_if_terminal());
+    let sent = send_in_batches(&client, &requests, &progress, &mut std::io::stdout()).await;
+    progress.finish_and_clear();
+    let sent = sent?;
+    eprintln!("enqueued {sent} jobs");
+    Ok(())
+}
+
+/// A bar counting the jobs of `requests` as they are sent, drawn on `target`.
+fn sending_bar(requests: &[EnqueueRequest], target: ProgressTarget) -> ProgressBar {
+    target.bar(requests.len() as u64, "jobs sent")
+}
+
+/// Sends `requests` in batches of [`MAX_BATCH_REQUEST`], writing the new ids to `out` in order
+/// and moving `progress` on by each batch; how many were sent.
+async fn send_in_batches(
+    client: &Client,
+    requests: &[EnqueueRequest],
+    progress: &ProgressBar,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
     let mut sent = 0;
     for chunk in requests.chunks(MAX_BATCH_REQUEST) {
         let ids = client
@@ -119,11 +143,14 @@ async fn enqueue(file: Option<&Path>, args: &EnqueueArgs) -> anyhow::Result<()> 
             .await
             .with_context(|| format!("after {sent} of {} jobs were enqueued", requests.len()))?;
         let lines: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        print_line(&lines.join("\n"))?;
+        // The ids are written while the bar is off the terminal's last line.
+        progress
+            .suspend(|| writeln!(out, "{}", lines.join("\n")))
+            .context("cannot write to standard output")?;
         sent += ids.len();
+        progress.inc(ids.len() as u64);
     }
-    eprintln!("enqueued {sent} jobs");
-    Ok(())
+    Ok(sent)
 }
 
 /// The payloads of a file (or standard input for `-`), one JSON value per non-blank line,
@@ -152,21 +179,21 @@ fn read_payload_lines(path: &Path) -> anyhow::Result<Vec<(usize, Value)>> {
 
 async fn show_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
     let job = client(file, &args.server.overrides())?.job(args.id).await?;
-    print_line(&serde_json::to_string_pretty(&job)?)
+    output::print(&job, args.output.format())
 }
 
 async fn cancel_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
     let job = client(file, &args.server.overrides())?
         .cancel(args.id)
         .await?;
-    print_line(&serde_json::to_string_pretty(&job)?)
+    output::print(&job, args.output.format())
 }
 
 async fn retry_job(file: Option<&Path>, args: &JobArgs) -> anyhow::Result<()> {
     let job = client(file, &args.server.overrides())?
         .retry(args.id)
         .await?;
-    print_line(&serde_json::to_string_pretty(&job)?)
+    output::print(&job, args.output.format())
 }
 
 async fn set_paused(file: Option<&Path>, args: &CountsArgs, paused: bool) -> anyhow::Result<()> {
@@ -176,7 +203,7 @@ async fn set_paused(file: Option<&Path>, args: &CountsArgs, paused: bool) -> any
     } else {
         client.resume(&args.queue).await?
     };
-    print_line(&serde_json::to_string_pretty(&state)?)
+    output::print(&state, args.output.format())
 }
 
 async fn counts(file: Option<&Path>, args: &CountsArgs) -> anyhow::Result<()> {
@@ -184,7 +211,7 @@ async fn counts(file: Option<&Path>, args: &CountsArgs) -> anyhow::Result<()> {
     let counts = client(file, &args.server.overrides())?
         .counts(&args.queue)
         .await?;
-    print_line(&serde_json::to_string_pretty(&counts)?)
+    output::print(&counts, args.output.format())
 }
 
 /// The payload argument as JSON; `-` reads it from standard input.
@@ -209,19 +236,58 @@ fn print_line(line: &str) -> anyhow::Result<()> {
 /// `baton config show`: every setting, its value and its source.
 fn show_config(file: Option<&Path>, args: &ConfigShowArgs) -> anyhow::Result<()> {
     let settings = config::show(file, &args.serve.overrides())?;
-    let mut out = std::io::stdout().lock();
-    if args.output == "json" {
-        serde_json::to_writer_pretty(&mut out, &settings)?;
-        writeln!(out)?;
-        return Ok(());
+    output::print(settings.as_slice(), args.output)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use baton_memory::MemoryBackend;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_bar_of_a_file_counts_its_lines_to_send_and_ends_full_without_drawing() {
+        let dir = std::env::temp_dir().join(format!("baton-sending-bar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jobs.jsonl");
+        let lines: Vec<String> = (0..1500).map(|n| format!("{{\"n\": {n}}}")).collect();
+        std::fs::write(&path, format!("{}\n\n", lines.join("\n"))).unwrap();
+        let requests: Vec<EnqueueRequest> = read_payload_lines(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(_, payload)| EnqueueRequest::new("bulk", payload))
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let bar = sending_bar(&requests, ProgressTarget::when_terminal(false));
+        assert!(bar.is_hidden(), "nothing is drawn off a terminal");
+        assert_eq!(bar.length(), Some(1500), "one per non-blank line");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = Client::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve::serve(
+            listener,
+            Arc::new(MemoryBackend::new()),
+            Duration::from_secs(3600),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut ids = Vec::new();
+        let sent = send_in_batches(&client, &requests, &bar, &mut ids)
+            .await
+            .unwrap();
+        assert_eq!(sent, 1500);
+        assert_eq!(bar.position(), 1500, "two batches moved it to its end");
+        assert_eq!(String::from_utf8(ids).unwrap().lines().count(), 1500);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
-    let lines: Vec<String> = settings
-        .iter()
-        .map(|setting| format!("{} = {}", setting.key, setting.value))
-        .collect();
-    let width = lines.iter().map(String::len).max().unwrap_or(0);
-    for (line, setting) in lines.iter().zip(&settings) {
-        writeln!(out, "{line:<width$}  # {}", setting.source)?;
-    }
-    Ok(())
 }

@@ -65,6 +65,11 @@ pub struct BatonConfig {
     /// How `baton serve` writes its log lines: `pretty` for people, `json` for log collectors.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/HTTP (protobuf), such as `http://127.0.0.1:4318`:
+    /// the collector's base URL, to which `/v1/traces` is added. Unset: no export, unless the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) variable is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// The master executor's timings (`[master]`), for `baton master run`.
     #[serde(default)]
     pub master: baton_master::MasterSettings,
@@ -137,6 +142,7 @@ impl Default for BatonConfig {
             api_token: None,
             api_open_reads: false,
             log_format: LogFormat::Pretty,
+            otlp_endpoint: None,
             master: baton_master::MasterSettings::default(),
             broker: BrokerSettings::default(),
         }
@@ -326,6 +332,16 @@ impl BatonConfig {
                 "invalid configuration: invalid value for key \"server\": {:?} is not an http:// or https:// url",
                 self.server
             );
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let url = reqwest::Url::parse(endpoint).ok();
+            if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host()) {
+                bail!(
+                    "invalid configuration: invalid value for key \"otlp_endpoint\": {endpoint:?} \
+                     is not an http:// or https:// url (an OTLP/HTTP collector, such as \
+                     http://127.0.0.1:4318)"
+                );
+            }
         }
         Ok(())
     }

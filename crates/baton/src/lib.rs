@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod master;
 pub mod monitoring;
+pub mod output;
 pub mod serve;
 pub mod tasks;
 pub mod telemetry;

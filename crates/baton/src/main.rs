@@ -6,10 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = baton::cli::Cli::parse();
-    // `serve` logs as its configuration says, once it has read it.
-    if !matches!(cli.command, baton::cli::Command::Serve(_)) {
-        baton::telemetry::init("warn", baton::config::LogFormat::Pretty);
-    }
+    // Installed before the async runtime starts and dropped after it ends: the span exporter
+    // blocks while it sends.
+    let _telemetry = baton::telemetry::start(&cli);
     match baton::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -43,6 +43,7 @@ use crate::api::{ApiError, ApiJson, ApiPath};
 use crate::backend;
 use crate::cli::parse_duration;
 use crate::config::{self, ConfigOverrides};
+use crate::output::{self, OutputFormat};
 use crate::wire::ErrorBody;
 
 /// The environment variable that hands the leadership's fencing token to the command.
@@ -85,6 +86,7 @@ pub enum MasterCommand {
     /// Enable a disabled master: one of the waiting instances becomes its leader
     Enable(NameArgs),
     /// List every master that leads or is disabled: holder, since, token, disabled and why
+    /// (a table; JSON with --output json)
     Status(StatusArgs),
 }
 
@@ -186,8 +188,12 @@ pub struct NameArgs {
 /// Flags of `baton master status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON instead of a table
-    #[arg(long)]
+    /// How to print: `table` (aligned columns, for people) or `json` (for scripts)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+
+    /// The same as --output json
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
 
     #[command(flatten)]
@@ -233,12 +239,12 @@ pub async fn run(file: Option<&Path>, args: MasterArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .map(ControlEntry::from)
                 .collect();
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+            let format = if args.json {
+                OutputFormat::Json
             } else {
-                print!("{}", status_table(&entries));
-            }
-            Ok(())
+                args.output
+            };
+            output::print(entries.as_slice(), format)
         }
     }
 }
@@ -308,30 +314,6 @@ impl From<MasterStatus> for ControlEntry {
 
 fn rfc3339(time: Timestamp) -> String {
     humantime::format_rfc3339_millis(time.to_system_time()).to_string()
-}
-
-/// `baton master status` as a table.
-pub fn status_table(entries: &[ControlEntry]) -> String {
-    if entries.is_empty() {
-        return "no master leads or is disabled\n".to_owned();
-    }
-    let mut out = String::from("MASTER\tHOLDER\tSINCE\tTOKEN\tDISABLED\n");
-    for entry in entries {
-        let dash = || "-".to_owned();
-        let disabled = match (&entry.disabled_reason, &entry.disabled_by) {
-            (Some(reason), Some(by)) => format!("yes ({reason}; by {by})"),
-            _ => "no".to_owned(),
-        };
-        out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\n",
-            entry.lock_name,
-            entry.holder.clone().unwrap_or_else(dash),
-            entry.since.clone().unwrap_or_else(dash),
-            entry.token.map_or_else(dash, |t| t.to_string()),
-            disabled,
-        ));
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use baton_core::{Backend, LockHolder, LockName, Owner, Timestamp};
+use baton_core::{Backend, LockName, Owner};
 use baton_tasklocks::{
-    Acquired, Blocked, Failure, FairLocks, LockSettings, QueueEntry, RunnerConfig, TaskId,
-    TaskRecord, TaskRunner, TaskSpec, TaskState, Wait, is_internal, parse_queue_entry, task_lock,
+    Acquired, Blocked, Failure, FairLocks, LockSettings, RunnerConfig, TaskId, TaskRecord,
+    TaskRunner, TaskSpec, TaskState, Wait, task_lock,
 };
 use clap::{Args, Subcommand};
 use nix::sys::signal::{Signal, killpg};
@@ -25,8 +25,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend;
-use crate::cli::parse_duration;
+use crate::cli::{OutputArg, parse_duration};
 use crate::config::{self, ConfigOverrides};
+use crate::output::{self, OutputFormat};
 
 /// Exit status when the locks could not be had within `--wait` (`EX_TEMPFAIL`).
 pub const LOCKS_BUSY_EXIT_CODE: u8 = 75;
@@ -72,7 +73,8 @@ pub enum LockCommand {
         Example: baton lock run --lock app:42 --reason 'backup of app 42' -- ./backup.sh 42"
     )]
     Run(LockRunArgs),
-    /// List held locks, their holders and reasons, and who waits in line
+    /// List held locks, their holders and reasons, and who waits in line (a table; JSON with
+    /// --output json)
     List(ListArgs),
 }
 
@@ -132,8 +134,12 @@ pub struct LockRunArgs {
 /// Flags of `baton lock list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON instead of a table
-    #[arg(long)]
+    /// How to print: `table` (aligned columns, for people) or `json` (for scripts)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+
+    /// The same as --output json
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
 
     #[command(flatten)]
@@ -164,10 +170,10 @@ pub enum TaskCommand {
         `baton lock run`. Exit status as for `baton lock run`."
     )]
     Run(TaskRunArgs),
-    /// List the tasks of the task directory
-    List(TaskDirArgs),
-    /// Print a task's record as JSON
-    Show(TaskIdArgs),
+    /// List the tasks of the task directory (a table; JSON with --output json)
+    List(TaskListArgs),
+    /// Print a task's record (field and value rows on a terminal, else JSON; see --output)
+    Show(TaskShowArgs),
     /// Print a task's log, and with --follow what it writes until it ends
     Logs(TaskLogsArgs),
     /// Stop a task: SIGTERM to its process group, SIGKILL after its grace; its locks are freed
@@ -202,7 +208,35 @@ pub struct TaskRunArgs {
     pub command: Vec<String>,
 }
 
-/// Flags of `baton task show` and `baton task kill`.
+/// Flags of `baton task list`.
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// How to print: `table` (aligned columns, for people) or `json` (for scripts)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub dir: TaskDirArgs,
+}
+
+/// Flags of `baton task show`.
+#[derive(Debug, Args)]
+pub struct TaskShowArgs {
+    /// The task's number
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub dir: TaskDirArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArg,
+}
+
+/// Flags of `baton task kill`.
 #[derive(Debug, Args)]
 pub struct TaskIdArgs {
     /// The task's number
@@ -292,12 +326,12 @@ pub async fn run_lock(file: Option<&Path>, args: LockArgs) -> anyhow::Result<()>
         LockCommand::List(args) => {
             let backend = connect(file, &args.backend).await?;
             let holders = backend.holders().await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&holders)?);
+            let format = if args.json {
+                OutputFormat::Json
             } else {
-                print!("{}", holders_table(&holders));
-            }
-            Ok(())
+                args.output
+            };
+            output::print(holders.as_slice(), format)
         }
     }
 }
@@ -308,47 +342,6 @@ async fn connect(
 ) -> anyhow::Result<std::sync::Arc<dyn Backend>> {
     let config = config::load(file, &args.overrides())?;
     backend::connect(&config.backend, &config.table_prefix).await
-}
-
-/// `baton lock list` as a table: held locks, then who waits in line for which.
-pub fn holders_table(holders: &[LockHolder]) -> String {
-    let held: Vec<&LockHolder> = holders.iter().filter(|h| !is_internal(&h.name)).collect();
-    let mut out = String::new();
-    if held.is_empty() {
-        out.push_str("no lock is held\n");
-    } else {
-        out.push_str("LOCK\tHOLDER\tTOKEN\tSINCE\tEXPIRES\tREASON\n");
-        for holder in held {
-            out.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\t{}\n",
-                holder.name,
-                holder.lease.owner(),
-                holder.lease.token(),
-                rfc3339(holder.since),
-                rfc3339(holder.lease.expires_at()),
-                holder.reason
-            ));
-        }
-    }
-    let mut waiting: Vec<QueueEntry> = holders.iter().filter_map(parse_queue_entry).collect();
-    if !waiting.is_empty() {
-        waiting.sort_by(|a, b| (&a.name, a.ticket).cmp(&(&b.name, b.ticket)));
-        out.push_str("\nWAITING FOR\tTICKET\tWAITER\tREASON\n");
-        for entry in waiting {
-            out.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
-                entry.name,
-                entry.ticket,
-                entry.holder.lease.owner(),
-                entry.reason
-            ));
-        }
-    }
-    out
-}
-
-fn rfc3339(time: Timestamp) -> String {
-    humantime::format_rfc3339_millis(time.to_system_time()).to_string()
 }
 
 /// Sets `cancel` once this process is asked to stop (SIGINT, SIGTERM or SIGHUP).
@@ -523,14 +516,12 @@ pub async fn run_task(file: Option<&Path>, args: TaskArgs) -> anyhow::Result<()>
     match args.command {
         TaskCommand::Run(args) => task_run(file, args).await,
         TaskCommand::List(args) => {
-            let tasks = stored_tasks(&args)?;
-            print!("{}", tasks_table(&tasks));
-            Ok(())
+            let tasks = stored_tasks(&args.dir)?;
+            output::print(tasks.as_slice(), args.output)
         }
         TaskCommand::Show(args) => {
             let task = stored_task(&args.dir.dir, args.id)?;
-            println!("{}", serde_json::to_string_pretty(&task)?);
-            Ok(())
+            output::print(&task, args.output.format())
         }
         TaskCommand::Logs(args) => task_logs(&args).await,
         TaskCommand::Kill(args) => task_kill(&args).await,
@@ -579,38 +570,6 @@ fn stored_tasks(args: &TaskDirArgs) -> anyhow::Result<Vec<StoredTask>> {
     }
     tasks.sort_by_key(|t| (t.record.created_at, t.record.id));
     Ok(tasks)
-}
-
-/// `baton task list` as a table.
-pub fn tasks_table(tasks: &[StoredTask]) -> String {
-    if tasks.is_empty() {
-        return "no task\n".to_owned();
-    }
-    let mut out = String::from("ID\tSTATE\tLOCKS\tSTARTED\tENDED\tEXIT\tCOMMAND\n");
-    for task in tasks {
-        let r = &task.record;
-        let state = if task.orphaned() {
-            format!("{} (runner gone)", r.state)
-        } else if let Some(waiting) = &r.waiting_for {
-            format!("{} ({waiting})", r.state)
-        } else {
-            r.state.to_string()
-        };
-        let exit = match (r.exit_code, r.signal) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(signal)) => format!("signal {signal}"),
-            (None, None) => "-".to_owned(),
-        };
-        out.push_str(&format!(
-            "{}\t{state}\t{}\t{}\t{}\t{exit}\t{}\n",
-            r.id,
-            join(&r.locks),
-            r.started_at.map_or_else(|| "-".to_owned(), rfc3339),
-            r.ended_at.map_or_else(|| "-".to_owned(), rfc3339),
-            r.command.join(" "),
-        ));
-    }
-    out
 }
 
 async fn task_run(file: Option<&Path>, args: TaskRunArgs) -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ const BATON: &str = env!("CARGO_BIN_EXE_baton");
 /// A `baton` command isolated from this process: no inherited environment (tests elsewhere in
 /// this binary set `BATON_*` variables) and its own empty working directory (so no stray
 /// `baton.toml` is read).
-fn baton(dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn baton(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(BATON);
     command
         .args(args)
@@ -27,28 +27,28 @@ fn baton(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
-async fn run(dir: &Path, args: &[&str]) -> Output {
+pub(crate) async fn run(dir: &Path, args: &[&str]) -> Output {
     tokio::time::timeout(Duration::from_secs(60), baton(dir, args).output())
         .await
         .expect("a baton command finishes within 60s")
         .unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
 /// Sends SIGTERM to `child` and waits, bounded, for it to exit; returns its output.
-async fn terminate(mut child: Child) -> Output {
+pub(crate) async fn terminate(mut child: Child) -> Output {
     let pid = child.id().expect("the server is still running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -72,7 +72,7 @@ async fn terminate(mut child: Child) -> Output {
     }
 }
 
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {

@@ -12,5 +12,7 @@ mod cli;
 mod config;
 mod master;
 mod monitoring;
+mod output;
 mod support;
 mod tasks;
+mod trace;
