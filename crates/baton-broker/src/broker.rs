@@ -15,7 +15,7 @@ use baton_zmq::{Incoming, PeerId, Publisher, Router, RouterLimits};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -24,6 +24,7 @@ use crate::config::BrokerConfig;
 use crate::protocol::{
     self, Completion, Enqueue, JobRef, Request, error_reply, job_json, job_message, status_string,
 };
+use crate::roster::{WorkerActivity, WorkerInfo};
 
 /// How long a stopping broker keeps answering workers with `quit`.
 const LINGER: Duration = Duration::from_millis(500);
@@ -62,6 +63,7 @@ pub struct BrokerHandle {
     publish_endpoint: Option<String>,
     stats: Arc<BrokerStats>,
     stop: watch::Sender<bool>,
+    events: mpsc::UnboundedSender<Event>,
     task: JoinHandle<baton_core::Result<()>>,
 }
 
@@ -79,6 +81,18 @@ impl BrokerHandle {
     /// What the broker has done.
     pub fn stats(&self) -> &BrokerStats {
         &self.stats
+    }
+
+    /// The workers connected now, by queue then name; empty once the broker stopped.
+    pub async fn workers(&self) -> Vec<WorkerInfo> {
+        self.roster().workers().await
+    }
+
+    /// A handle that reads the connected workers, which may outlive this one.
+    pub fn roster(&self) -> Roster {
+        Roster {
+            events: self.events.clone(),
+        }
     }
 
     /// Stops the broker gracefully: waiting workers are sent `quit`, running jobs are left to
@@ -113,6 +127,23 @@ impl BrokerHandle {
                 source: None,
             }),
         }
+    }
+}
+
+/// Reads a broker's connected workers ([`BrokerHandle::roster`]); cheap to clone.
+#[derive(Clone)]
+pub struct Roster {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Roster {
+    /// The workers connected now, by queue then name; empty once the broker stopped.
+    pub async fn workers(&self) -> Vec<WorkerInfo> {
+        let (reply, answer) = oneshot::channel();
+        if self.events.send(Event::Roster(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 }
 
@@ -157,7 +188,7 @@ pub async fn start(
         router,
         publisher,
         stats: stats.clone(),
-        events_tx,
+        events_tx: events_tx.clone(),
         workers: HashMap::new(),
         idle: HashMap::new(),
         busy: HashMap::new(),
@@ -173,6 +204,7 @@ pub async fn start(
         publish_endpoint,
         stats,
         stop,
+        events: events_tx,
         task,
     })
 }
@@ -182,6 +214,29 @@ struct Worker {
     queue: QueueName,
     name: Option<String>,
     state: WorkerState,
+    /// When it said `ready`, and when it was last heard from (wall clock, for people).
+    connected: Timestamp,
+    last_seen: Timestamp,
+}
+
+impl Worker {
+    fn info(&self, peer: &PeerId) -> WorkerInfo {
+        let (state, job) = match &self.state {
+            WorkerState::Busy { lease, .. } => (WorkerActivity::Running, Some(lease.job)),
+            WorkerState::Idle { .. } | WorkerState::Pinged { .. } => {
+                (WorkerActivity::Waiting, None)
+            }
+        };
+        WorkerInfo {
+            name: self.name.clone(),
+            peer: peer.to_string(),
+            queue: self.queue.clone(),
+            state,
+            job,
+            connected: self.connected,
+            last_seen: self.last_seen,
+        }
+    }
 }
 
 enum WorkerState {
@@ -233,6 +288,8 @@ enum Event {
     },
     Expired(Vec<JobId>),
     Woken(QueueName),
+    /// A snapshot of the connected workers is asked for.
+    Roster(oneshot::Sender<Vec<WorkerInfo>>),
     Stop,
 }
 
@@ -350,6 +407,9 @@ impl State {
                 if delimited {
                     self.owed.insert(peer.clone(), true);
                 }
+                if let Some(worker) = self.workers.get_mut(&peer) {
+                    worker.last_seen = wall_clock();
+                }
                 match protocol::decode(&body) {
                     Ok(request) => self.on_request(peer, delimited, request).await,
                     Err(error) => {
@@ -418,6 +478,8 @@ impl State {
                         state: WorkerState::Idle {
                             since: Instant::now(),
                         },
+                        connected: wall_clock(),
+                        last_seen: wall_clock(),
                     },
                 );
                 self.make_idle(&peer, &queue);
@@ -814,6 +876,17 @@ impl State {
             Event::Woken(queue) => {
                 self.queues.entry(queue).or_default().ready = true;
             }
+            Event::Roster(reply) => {
+                let mut roster: Vec<WorkerInfo> = self
+                    .workers
+                    .iter()
+                    .map(|(peer, worker)| worker.info(peer))
+                    .collect();
+                roster.sort_by(|a, b| {
+                    (&a.queue, &a.name, &a.peer).cmp(&(&b.queue, &b.name, &b.peer))
+                });
+                let _ = reply.send(roster);
+            }
             Event::Stop => {}
         }
     }
@@ -1178,4 +1251,9 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Now, by this host's clock: when workers were seen, for people reading the roster.
+fn wall_clock() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }

@@ -14,9 +14,11 @@ mod broker;
 mod client;
 mod config;
 pub mod protocol;
+mod roster;
 mod worker;
 
-pub use broker::{BrokerHandle, BrokerStats, start};
+pub use broker::{BrokerHandle, BrokerStats, Roster, start};
 pub use client::{Client, ClientError};
 pub use config::BrokerConfig;
+pub use roster::{WorkerActivity, WorkerInfo};
 pub use worker::{JobContext, Outcome, Worker, WorkerHandle};

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use baton_broker::{BrokerConfig, BrokerHandle, BrokerStats, Client, Outcome, Worker, start};
+use baton_broker::{
+    BrokerConfig, BrokerHandle, BrokerStats, Client, Outcome, Worker, WorkerActivity, WorkerInfo,
+    start,
+};
 use baton_core::Backend;
 use baton_memory::MemoryBackend;
 use bytes::Bytes;
@@ -587,4 +590,72 @@ async fn requests_past_the_pending_reply_limit_are_refused_at_once() {
         assert_eq!(peer.recv().await["status"], "canceled");
     }
     broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn the_roster_lists_each_worker_waiting_then_running_its_job_then_gone() {
+    let backend = Arc::new(MemoryBackend::new());
+    let broker = broker(&backend, config()).await;
+    let endpoint = broker.endpoint().to_owned();
+    assert_eq!(broker.workers().await, Vec::new());
+    let worker = Worker::new(&endpoint, "reports")
+        .name("reporter-1")
+        .spawn(|job| async move {
+            job.canceled().await;
+            Outcome::Failure(json!("stopped: canceled"))
+        });
+    let roster = wait_for_roster(&broker, |roster| roster.len() == 1).await;
+    // One connection per concurrency slot, named after the worker and the slot.
+    let waiting = &roster[0];
+    assert_eq!(
+        (
+            waiting.name.as_deref(),
+            waiting.queue.as_str(),
+            waiting.state,
+            waiting.job
+        ),
+        (
+            Some("reporter-1:0"),
+            "reports",
+            WorkerActivity::Waiting,
+            None
+        )
+    );
+    assert!(waiting.last_seen >= waiting.connected);
+
+    let mut client = Client::new(&endpoint);
+    let id = client
+        .enqueue(json!({"queue": "reports", "timeout": 5}))
+        .await
+        .expect("enqueue");
+    let roster = wait_for_roster(&broker, |roster| {
+        roster.iter().any(|w| w.state == WorkerActivity::Running)
+    })
+    .await;
+    assert_eq!(roster[0].job.map(|job| job.to_string()), Some(id.clone()));
+    assert_eq!(roster[0].peer, waiting.peer, "the same connection");
+
+    client.cancel(&id).await.expect("cancel");
+    worker.stop().await;
+    wait_for_roster(&broker, Vec::is_empty).await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// Waits, bounded, until the broker's roster satisfies `check`; returns it.
+async fn wait_for_roster(
+    broker: &BrokerHandle,
+    check: impl Fn(&Vec<WorkerInfo>) -> bool,
+) -> Vec<WorkerInfo> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let roster = broker.workers().await;
+        if check(&roster) {
+            return roster;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the roster never matched: {roster:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

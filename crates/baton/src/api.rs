@@ -14,6 +14,7 @@
 //! | `POST /api/v1/queues/{queue}/resume` | `{"queue": …, "paused": false}`              |
 //! | `GET /api/v1/queues/paused`          | the paused queues' names                     |
 //! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
+//! | `GET /api/v1/workers`                | a [`WorkerList`]: the broker's connected workers |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //! | `GET /metrics`                       | every metric in Prometheus text ([`baton_metrics`]) |
@@ -39,6 +40,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
+use baton_broker::Roster;
 use baton_core::{Backend, Job, JobFilter, JobId, LockHolder, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
 use tracing::Instrument;
@@ -52,7 +54,7 @@ pub use extract::{ApiJson, ApiPath, ApiQuery};
 
 use crate::wire::{
     EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody, JobList,
-    ListQuery, MAX_BATCH_REQUEST, QueueState,
+    ListQuery, MAX_BATCH_REQUEST, QueueState, WorkerList,
 };
 use auth::Access;
 
@@ -63,15 +65,17 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// How long `/readyz` waits for the backend before answering `503`.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What every handler shares: the backend.
+/// What every handler shares: the backend, and the broker's roster when this server runs one.
 #[derive(Clone)]
 struct AppState {
     backend: Arc<dyn Backend>,
+    roster: Option<Roster>,
 }
 
 /// The whole HTTP application over `metered`: the routes of the API, the master controls,
-/// monitoring and metrics, their OpenAPI document, and `access` guarding them all.
-pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
+/// monitoring and metrics, their OpenAPI document, and `access` guarding them all. `roster`
+/// reads the workers of the broker this server runs, if it runs one.
+pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access, roster: Option<Roster>) -> Router {
     let backend: Arc<dyn Backend> = metered.clone();
     let document = Arc::new(OnceLock::new());
     let (router, mut openapi) = OpenApiRouter::new()
@@ -87,8 +91,10 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access) -> Router {
         .routes(routes!(pause_queue))
         .routes(routes!(resume_queue))
         .routes(routes!(paused_queues))
+        .routes(routes!(workers))
         .with_state(AppState {
             backend: backend.clone(),
+            roster,
         })
         .merge(
             OpenApiRouter::new()
@@ -402,6 +408,20 @@ async fn paused_queues(State(state): State<AppState>) -> Result<Json<Vec<QueueNa
     responses((status = 200, description = "Every lock held now: its name, its holder's lease (owner, fencing token, expiry), reason and since when", body = Vec<Object>)))]
 async fn locks(State(state): State<AppState>) -> Result<Json<Vec<LockHolder>>, ApiError> {
     Ok(Json(state.backend.holders().await?))
+}
+
+/// `GET /api/v1/workers`: the workers connected to this server's broker, by queue then name.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+    responses((status = 200, description = "Whether this server runs the broker, and each connected worker: name, connection, queue, state (`waiting` or `running`), current job, when it connected and when it was last heard from", body = WorkerList)))]
+async fn workers(State(state): State<AppState>) -> Json<WorkerList> {
+    let workers = match &state.roster {
+        Some(roster) => roster.workers().await,
+        None => Vec::new(),
+    };
+    Json(WorkerList {
+        broker: state.roster.is_some(),
+        workers,
+    })
 }
 
 /// `GET /api/v1/queues/{queue}/counts`: how many jobs of the queue are in each state.

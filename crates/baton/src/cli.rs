@@ -82,6 +82,11 @@ pub enum Command {
     Counts(CountsArgs),
     /// Pause a queue: its jobs wait, not handed to workers, until it is resumed
     Pause(CountsArgs),
+    /// Print the workers connected to the server's broker (see --output)
+    #[command(long_about = "Print the workers connected to the server's broker.\n\n\
+        On a terminal: one row per worker (name, queue, state, job, last seen). Otherwise, or \
+        with --output json: the list as JSON, as GET /api/v1/workers answers it.")]
+    Workers(WorkersArgs),
     /// Resume a paused queue
     Resume(CountsArgs),
     /// Measure a backend in-process and print one JSON line per figure
@@ -273,6 +278,18 @@ pub struct CountsArgs {
     #[arg(long, short, value_name = "QUEUE")]
     pub queue: String,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArg,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArg,
+}
+
+/// Flags of `baton workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArg,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::config::ApiToken;
 use crate::wire::{
     EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody,
-    ErrorKind, JobList, ListQuery, QueueState,
+    ErrorKind, JobList, ListQuery, QueueState, WorkerList,
 };
 
 /// How long a connection attempt may take.
@@ -275,6 +275,16 @@ impl Client {
             None::<&()>,
         )
         .await
+    }
+
+    /// The workers connected to the server's broker.
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached or answers with an error.
+    pub async fn workers(&self) -> Result<WorkerList, ClientError> {
+        self.call(Method::GET, &["api", "v1", "workers"], None::<&()>)
+            .await
     }
 
     /// Pauses `queue`: none of its jobs is handed to workers until it is resumed.

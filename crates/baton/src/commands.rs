@@ -52,6 +52,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Retry(args) => retry_job(file, &args).await,
         Command::Counts(args) => counts(file, &args).await,
         Command::Pause(args) => set_paused(file, &args, true).await,
+        Command::Workers(args) => {
+            let workers = client(file, &args.server.overrides())?.workers().await?;
+            output::print(&workers, args.output.format())
+        }
         Command::Resume(args) => set_paused(file, &args, false).await,
         Command::Bench(args) => {
             let config = config::load(file, &args.overrides())?;

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::config::Provenance;
 use crate::master::ControlEntry;
 use crate::tasks::StoredTask;
-use crate::wire::{JobList, QueueState};
+use crate::wire::{JobList, QueueState, WorkerList};
 
 /// How a command prints what it read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -144,6 +144,29 @@ impl Printable for JobList {
             out.push_str(&format!("\nnext page: --before {next}\n"));
         }
         out
+    }
+}
+
+impl Printable for WorkerList {
+    fn table(&self) -> String {
+        if !self.broker {
+            return "this server runs no broker ([broker] enabled = true runs one)\n".to_owned();
+        }
+        if self.workers.is_empty() {
+            return "no worker is connected\n".to_owned();
+        }
+        let mut table = table(&["NAME", "QUEUE", "STATE", "JOB", "CONNECTED", "LAST_SEEN"]);
+        for worker in &self.workers {
+            table.add_row(vec![
+                worker.name.clone().unwrap_or_else(|| worker.peer.clone()),
+                worker.queue.to_string(),
+                worker.state.as_str().to_owned(),
+                worker.job.map_or_else(dash, |job| job.to_string()),
+                time(worker.connected),
+                time(worker.last_seen),
+            ]);
+        }
+        finish(&table)
     }
 }
 

@@ -65,11 +65,13 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         None
     };
     let access = Access::new(config.api_token.clone(), config.api_open_reads);
+    let roster = broker.as_ref().map(baton_broker::BrokerHandle::roster);
     let served = serve_metered(
         listener,
         backend,
         config.retention,
         access,
+        roster,
         shutdown_signal(),
     )
     .await;
@@ -108,11 +110,12 @@ pub async fn serve_with_access(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend = Arc::new(Metered::new(backend, Arc::new(Metrics::new())));
-    serve_metered(listener, backend, retention, access, shutdown).await
+    serve_metered(listener, backend, retention, access, None, shutdown).await
 }
 
 /// [`serve_with_access`] over a backend already counted in metrics (which `GET /metrics`
-/// renders), so that other users of it, such as the broker, are counted too.
+/// renders), so that other users of it, such as the broker, are counted too; `roster` reads
+/// the workers of the broker this server runs, if any, for `GET /api/v1/workers`.
 ///
 /// # Errors
 ///
@@ -122,6 +125,7 @@ pub async fn serve_metered(
     metered: Arc<Metered<dyn Backend>>,
     retention: Duration,
     access: Access,
+    roster: Option<baton_broker::Roster>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = metered.clone();
@@ -132,7 +136,7 @@ pub async fn serve_metered(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let router = crate::api::app(metered, access);
+    let router = crate::api::app(metered, access, roster);
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),

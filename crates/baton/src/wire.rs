@@ -169,3 +169,13 @@ impl ErrorKind {
         }
     }
 }
+
+/// The answer of `GET /api/v1/workers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    /// Whether this server runs the broker; without one, no worker connects to it.
+    pub broker: bool,
+    /// The broker's connected workers, by queue then name.
+    #[schema(value_type = Vec<Object>)]
+    pub workers: Vec<baton_broker::WorkerInfo>,
+}

@@ -680,6 +680,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /api/v1/queues/{queue}/counts",
         "GET /api/monitoring",
         "GET /api/v1/locks",
+        "GET /api/v1/workers",
         "POST /api/v1/queues/{queue}/pause",
         "POST /api/v1/queues/{queue}/resume",
         "GET /api/v1/queues/paused",
@@ -890,4 +891,16 @@ async fn jobs_are_listed_newest_first_a_page_at_a_time() {
         assert_eq!(body.kind, ErrorKind::InvalidInput, "{bad}");
     }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_without_a_broker_says_so_when_asked_for_its_workers() {
+    let server = TestServer::start().await;
+    let listed: Value = reqwest::get(format!("{}/api/v1/workers", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!({"broker": false, "workers": []}));
 }

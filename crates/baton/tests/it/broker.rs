@@ -46,12 +46,16 @@ fn spawn(dir: &Path, log: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
 }
 
 fn serve(dir: &Path, endpoint: &str, log: &str) -> Child {
+    serve_on(dir, endpoint, &format!("127.0.0.1:{}", free_port()), log)
+}
+
+/// `baton serve` with its broker on `endpoint` and its HTTP API on `listen`.
+fn serve_on(dir: &Path, endpoint: &str, listen: &str, log: &str) -> Child {
     let backend = format!("sqlite://{}", dir.join("baton.db").display());
-    let listen = format!("127.0.0.1:{}", free_port());
     spawn(
         dir,
         log,
-        &["serve", "--backend", &backend, "--listen", &listen],
+        &["serve", "--backend", &backend, "--listen", listen],
         &[
             ("BATON_BROKER__ENABLED", "true"),
             ("BATON_BROKER__ENDPOINT", endpoint),
@@ -93,6 +97,16 @@ fn signal(child: &Child, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM to `child` and waits, bounded, for it to exit successfully.
+async fn stop(child: &mut Child, what: &str) {
+    signal(child, "TERM");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{what}: {status}");
 }
 
 /// Enqueues `job`, asking again after a transport error (the broker restarting).
@@ -219,12 +233,7 @@ async fn a_thousand_jobs_survive_a_killed_worker_a_killed_broker_and_a_late_comp
     );
 
     // A graceful stop sends quit to the waiting workers, which exit on their own.
-    signal(&broker, "TERM");
-    let status = tokio::time::timeout(WAIT, broker.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "baton serve: {status}");
+    stop(&mut broker, "baton serve").await;
     for (n, worker) in workers.iter_mut().enumerate() {
         if n == victim {
             continue;
@@ -236,4 +245,72 @@ async fn a_thousand_jobs_survive_a_killed_worker_a_killed_broker_and_a_late_comp
         assert!(status.success(), "worker {n}: {status}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn connected_workers_are_listed_over_http_and_by_baton_workers_until_they_leave() {
+    let dir = temp_dir("broker-roster");
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    let mut broker = serve_on(&dir, &endpoint, &listen, "serve.log");
+    let mut worker = worker(&dir, &endpoint, 1);
+
+    // `--concurrency 2`: one connection per slot, named after the worker and the slot.
+    let listed = roster_until(&server, |workers| workers.len() == 2).await;
+    assert_eq!(listed["broker"], true);
+    let rows: Vec<(&str, &str, &str)> = listed["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let field = |name: &str| w[name].as_str().unwrap_or_default();
+            (field("name"), field("queue"), field("state"))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("w1:0", "q", "waiting"), ("w1:1", "q", "waiting")],
+        "{listed}"
+    );
+
+    let printed = Command::new(BATON)
+        .args(["workers", "--server", &server, "--output", "json"])
+        .env_clear()
+        .current_dir(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(
+        printed["workers"], listed["workers"],
+        "baton workers prints the same list"
+    );
+
+    stop(&mut worker, "baton worker").await;
+    roster_until(&server, |workers| workers.is_empty()).await;
+
+    stop(&mut broker, "baton serve").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `GET /api/v1/workers` until its workers satisfy `check` (bounded); returns the answer.
+async fn roster_until(server: &str, check: impl Fn(&Vec<Value>) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // The server may still be starting: connection errors are retried.
+        if let Ok(response) = reqwest::get(format!("{server}/api/v1/workers")).await {
+            let listed: Value = response.json().await.unwrap();
+            if check(listed["workers"].as_array().unwrap()) {
+                return listed;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the workers never matched: {listed}"
+            );
+        }
+        assert!(Instant::now() < deadline, "{server} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
