@@ -15,6 +15,10 @@
 //! | `baton_job_run_seconds` | `queue` | how long each ended attempt ran (histogram) |
 //! | `baton_jobs` | `queue`, `state` | jobs in each state, read from the backend at each scrape |
 //! | `baton_lock_acquires_total` | `outcome` (`granted`, `busy`) | lock acquisitions |
+//! | `baton_master_leader` | `master`, `owner` | 1 for each master's current leader ([`Metrics::observe_leaders`]) |
+//! | `baton_master_leader_changes_total` | `master` | times a master was seen with a new leader (another owner or a new grant) |
+//! | `baton_claims` | `pool`, `owner` | items each owner holds in a claim pool ([`Metrics::set_claims`]) |
+//! | `baton_claims_unclaimed` | `pool` | items of a claim pool no one holds |
 //!
 //! Queue labels are bounded: after [`MAX_QUEUES`] distinct queues, further ones are counted
 //! under `queue="_other"`, so that a client inventing queue names cannot grow the set without
@@ -22,7 +26,7 @@
 
 mod metered;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use baton_core::{Job, JobState, Queue, QueueName};
@@ -77,6 +81,49 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MasterLabel {
+    master: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MasterOwner {
+    master: String,
+    owner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolOwner {
+    pool: String,
+    owner: String,
+}
+
+/// A master's leader as [`Metrics::observe_leaders`] sees it: the owner and the fencing token
+/// of its grant, which a new grant to the same owner changes too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    /// The leading process.
+    pub owner: String,
+    /// Its grant's fencing token.
+    pub token: u64,
+}
+
+/// How a claim pool stands, for [`Metrics::set_claims`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolClaims {
+    /// The pool.
+    pub pool: String,
+    /// How many items no one holds.
+    pub unclaimed: u64,
+    /// How many items each owner holds.
+    pub held: Vec<(String, u64)>,
+}
+
 /// Buckets of call and run times: 0.5 ms to about 16 s, doubling.
 fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -93,6 +140,12 @@ pub struct Metrics {
     run_seconds: Family<QueueLabel, Histogram, fn() -> Histogram>,
     jobs: Family<QueueState, Gauge>,
     lock_acquires: Family<Outcome, Counter>,
+    leader: Family<MasterOwner, Gauge>,
+    leader_changes: Family<MasterLabel, Counter>,
+    /// Each master's leader at the last look, `None` while it had none.
+    leaders_seen: Mutex<HashMap<String, Option<Leader>>>,
+    claims: Family<PoolOwner, Gauge>,
+    unclaimed: Family<PoolLabel, Gauge>,
     /// Queues seen so far, labelled by name (at most [`MAX_QUEUES`]).
     queues: Mutex<BTreeSet<QueueName>>,
 }
@@ -119,6 +172,10 @@ impl Metrics {
         );
         let jobs = Family::<QueueState, Gauge>::default();
         let lock_acquires = Family::<Outcome, Counter>::default();
+        let leader = Family::<MasterOwner, Gauge>::default();
+        let leader_changes = Family::<MasterLabel, Counter>::default();
+        let claims = Family::<PoolOwner, Gauge>::default();
+        let unclaimed = Family::<PoolLabel, Gauge>::default();
         registry.register(
             "backend_calls",
             "Backend calls, by call and outcome",
@@ -150,6 +207,26 @@ impl Metrics {
             "Lock acquisitions, by outcome",
             lock_acquires.clone(),
         );
+        registry.register(
+            "master_leader",
+            "1 for each master's current leader, by master and owner",
+            leader.clone(),
+        );
+        registry.register(
+            "master_leader_changes",
+            "Times a master was seen with a new leader (another owner or a new grant), by master",
+            leader_changes.clone(),
+        );
+        registry.register(
+            "claims",
+            "Items each owner holds in a claim pool, by pool and owner",
+            claims.clone(),
+        );
+        registry.register(
+            "claims_unclaimed",
+            "Items of a claim pool no one holds, by pool",
+            unclaimed.clone(),
+        );
         Self {
             registry,
             calls,
@@ -159,7 +236,69 @@ impl Metrics {
             run_seconds,
             jobs,
             lock_acquires,
+            leader,
+            leader_changes,
+            leaders_seen: Mutex::new(HashMap::new()),
+            claims,
+            unclaimed,
             queues: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Records each master's leader now (`None`: it has none), as read from the backend, and
+    /// counts a leadership change for each master whose leader differs from the last look
+    /// (another owner, or the same owner under a new grant). The first look at a master sets
+    /// where it stands without counting. Masters absent from `leaders` are forgotten.
+    pub fn observe_leaders(&self, leaders: impl IntoIterator<Item = (String, Option<Leader>)>) {
+        let mut seen = self
+            .leaders_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now: HashMap<String, Option<Leader>> = leaders.into_iter().collect();
+        self.leader.clear();
+        for (master, leader) in &now {
+            if let Some(leader) = leader {
+                let labels = MasterOwner {
+                    master: master.clone(),
+                    owner: leader.owner.clone(),
+                };
+                self.leader.get_or_create(&labels).set(1);
+            }
+            let changed = match seen.get(master) {
+                Some(before) => leader.is_some() && before != leader,
+                None => false,
+            };
+            let counter = self.leader_changes.get_or_create(&MasterLabel {
+                master: master.clone(),
+            });
+            if changed {
+                counter.inc();
+            }
+        }
+        *seen = now;
+    }
+
+    /// Sets how every claim pool stands now, replacing what was set before (so owners that
+    /// hold nothing any more disappear).
+    pub fn set_claims(&self, pools: &[PoolClaims]) {
+        self.claims.clear();
+        self.unclaimed.clear();
+        for pool in pools {
+            let unclaimed = i64::try_from(pool.unclaimed).unwrap_or(i64::MAX);
+            self.unclaimed
+                .get_or_create(&PoolLabel {
+                    pool: pool.pool.clone(),
+                })
+                .set(unclaimed);
+            for (owner, count) in &pool.held {
+                let labels = PoolOwner {
+                    pool: pool.pool.clone(),
+                    owner: owner.clone(),
+                };
+                self.claims
+                    .get_or_create(&labels)
+                    .set(i64::try_from(*count).unwrap_or(i64::MAX));
+            }
         }
     }
 

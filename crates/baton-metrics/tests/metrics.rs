@@ -9,7 +9,7 @@ use baton_core::{
     Acquire, Error, Lock, LockName, LockRequest, NewJob, Owner, Queue, QueueName, Retry,
 };
 use baton_memory::MemoryBackend;
-use baton_metrics::{MAX_QUEUES, Metered, Metrics};
+use baton_metrics::{Leader, MAX_QUEUES, Metered, Metrics, PoolClaims};
 use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -127,5 +127,96 @@ async fn queues_past_the_limit_share_one_label() {
     assert_eq!(
         sample(&text, r#"baton_jobs_enqueued_total{queue="_other"}"#),
         Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_master_s_leader_changes_are_counted_from_the_second_look() {
+    let metrics = Metrics::new();
+    let memory = MemoryBackend::new();
+    let leader = |owner: &str, token| {
+        Some(Leader {
+            owner: owner.to_owned(),
+            token,
+        })
+    };
+    let changes = |text: &str| {
+        sample(
+            text,
+            "baton_master_leader_changes_total{master=\"nightly\"}",
+        )
+    };
+
+    metrics.observe_leaders([("nightly".to_owned(), leader("host-a", 7))]);
+    let text = metrics.render(&memory).await;
+    assert_eq!(
+        changes(&text),
+        Some(0.0),
+        "the first look only sets where it stands"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "baton_master_leader{master=\"nightly\",owner=\"host-a\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Renewals keep the token: no change.
+    metrics.observe_leaders([("nightly".to_owned(), leader("host-a", 7))]);
+    // host-a dies; for a while no one leads, then host-b takes over; then host-b again under a
+    // new grant after its own lease lapsed.
+    metrics.observe_leaders([("nightly".to_owned(), None)]);
+    metrics.observe_leaders([("nightly".to_owned(), leader("host-b", 8))]);
+    metrics.observe_leaders([("nightly".to_owned(), leader("host-b", 9))]);
+    let text = metrics.render(&memory).await;
+    assert_eq!(changes(&text), Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            "baton_master_leader{master=\"nightly\",owner=\"host-a\"}"
+        ),
+        None,
+        "a former leader is no longer shown"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "baton_master_leader{master=\"nightly\",owner=\"host-b\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn claims_per_owner_replace_what_was_set_before() {
+    let metrics = Metrics::new();
+    let memory = MemoryBackend::new();
+    let pool = |held: Vec<(&str, u64)>, unclaimed| PoolClaims {
+        pool: "accounts".to_owned(),
+        unclaimed,
+        held: held.into_iter().map(|(o, n)| (o.to_owned(), n)).collect(),
+    };
+    metrics.set_claims(&[pool(vec![("host-a", 3), ("host-b", 2)], 1)]);
+    let text = metrics.render(&memory).await;
+    assert_eq!(
+        sample(&text, "baton_claims{pool=\"accounts\",owner=\"host-a\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, "baton_claims_unclaimed{pool=\"accounts\"}"),
+        Some(1.0)
+    );
+
+    metrics.set_claims(&[pool(vec![("host-b", 6)], 0)]);
+    let text = metrics.render(&memory).await;
+    assert_eq!(
+        sample(&text, "baton_claims{pool=\"accounts\",owner=\"host-a\"}"),
+        None,
+        "an owner that holds nothing is gone"
+    );
+    assert_eq!(
+        sample(&text, "baton_claims{pool=\"accounts\",owner=\"host-b\"}"),
+        Some(6.0)
     );
 }

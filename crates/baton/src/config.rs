@@ -76,6 +76,48 @@ pub struct BatonConfig {
     /// The job broker over ZeroMQ (`[broker]`), run by `baton serve` when enabled.
     #[serde(default)]
     pub broker: BrokerSettings,
+    /// The claim pools `baton serve` looks after (`[sync]`).
+    #[serde(default)]
+    pub sync: SyncSettings,
+}
+
+/// The `[sync]` table: the account-sync claim pools `baton serve` looks after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// The pools whose dead owners' accounts `baton serve` returns to the pool (so they are
+    /// claimed again even while no sync process runs its own reaping), and whose claims per
+    /// owner `/metrics` reports.
+    pub pools: Vec<String>,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            pools: vec![crate::monitoring::DEFAULT_POOL.to_owned()],
+        }
+    }
+}
+
+impl SyncSettings {
+    /// The pools, checked: each a valid pool name that can take the members-pool suffix.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid name.
+    pub fn pool_names(&self) -> anyhow::Result<Vec<baton_core::PoolName>> {
+        self.pools
+            .iter()
+            .map(|pool| {
+                let name = baton_core::PoolName::new(pool)?;
+                baton_sync::members_pool(&name)?;
+                Ok(name)
+            })
+            .collect::<baton_core::Result<_>>()
+            .map_err(|e| {
+                anyhow::anyhow!("invalid configuration: invalid value in [sync] pools: {e}")
+            })
+    }
 }
 
 /// The `[broker]` table: whether `baton serve` runs the job broker, and where.
@@ -145,6 +187,7 @@ impl Default for BatonConfig {
             otlp_endpoint: None,
             master: baton_master::MasterSettings::default(),
             broker: BrokerSettings::default(),
+            sync: SyncSettings::default(),
         }
     }
 }
@@ -333,6 +376,7 @@ impl BatonConfig {
                 self.server
             );
         }
+        self.sync.pool_names()?;
         if let Some(endpoint) = &self.otlp_endpoint {
             let url = reqwest::Url::parse(endpoint).ok();
             if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host()) {

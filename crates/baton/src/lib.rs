@@ -20,4 +20,5 @@ pub mod output;
 pub mod serve;
 pub mod tasks;
 pub mod telemetry;
+pub mod upkeep;
 pub mod wire;

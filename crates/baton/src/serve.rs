@@ -1,4 +1,5 @@
-//! `baton serve`: the HTTP API and the maintenance loop on the configured backend, until SIGINT
+//! `baton serve`: the HTTP API, the broker and the upkeep loop ([`crate::upkeep`]) on the
+//! configured backend, until SIGINT
 //! or SIGTERM.
 
 use std::sync::Arc;
@@ -9,14 +10,11 @@ use baton_core::Backend;
 use baton_metrics::{Metered, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::api::auth::Access;
 use crate::backend::{self, redact};
 use crate::config::BatonConfig;
-
-/// How often the maintenance loop runs.
-pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+use crate::upkeep::{self, Upkeep, stopped};
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -66,15 +64,17 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
     };
     let access = Access::new(config.api_token.clone(), config.api_open_reads);
     let roster = broker.as_ref().map(baton_broker::BrokerHandle::roster);
-    let served = serve_metered(
-        listener,
-        backend,
-        config.retention,
-        access,
-        roster,
-        shutdown_signal(),
-    )
-    .await;
+    let upkeep = Upkeep {
+        retention: config.retention,
+        pools: config.sync.pool_names()?,
+    };
+    tracing::info!(
+        "baton upkeep every {:?}: expired leases, finished jobs past {:?}, dead owners in pools {:?}",
+        upkeep::MAINTENANCE_INTERVAL,
+        upkeep.retention,
+        config.sync.pools
+    );
+    let served = serve_metered(listener, backend, upkeep, access, roster, shutdown_signal()).await;
     if let Some(broker) = broker {
         // Waiting workers are told to quit; running jobs stay leased and run again elsewhere.
         broker.shutdown().await.context("stopping the broker")?;
@@ -110,7 +110,11 @@ pub async fn serve_with_access(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend = Arc::new(Metered::new(backend, Arc::new(Metrics::new())));
-    serve_metered(listener, backend, retention, access, None, shutdown).await
+    let upkeep = Upkeep {
+        retention,
+        pools: Vec::new(),
+    };
+    serve_metered(listener, backend, upkeep, access, None, shutdown).await
 }
 
 /// [`serve_with_access`] over a backend already counted in metrics (which `GET /metrics`
@@ -123,14 +127,19 @@ pub async fn serve_with_access(
 pub async fn serve_metered(
     listener: TcpListener,
     metered: Arc<Metered<dyn Backend>>,
-    retention: Duration,
+    upkeep: Upkeep,
     access: Access,
     roster: Option<baton_broker::Roster>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = metered.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = spawn_maintenance(backend.clone(), retention, stop_rx.clone());
+    let maintenance = upkeep::spawn(
+        backend.clone(),
+        metered.metrics().clone(),
+        upkeep,
+        stop_rx.clone(),
+    );
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
@@ -178,44 +187,4 @@ pub async fn shutdown_signal() {
         () = interrupt => {}
         () = terminate => {}
     }
-}
-
-/// Runs [`maintain`] every [`MAINTENANCE_INTERVAL`] until `stop` turns true.
-fn spawn_maintenance(
-    backend: Arc<dyn Backend>,
-    retention: Duration,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => maintain(backend.as_ref(), retention).await,
-                () = stopped(stop.clone()) => return,
-            }
-        }
-    })
-}
-
-/// One maintenance pass: hand out again the jobs whose lease expired, and delete finished jobs
-/// older than `retention`. Failures are logged, never fatal: the next pass tries again.
-pub async fn maintain(backend: &dyn Backend, retention: Duration) {
-    match backend.requeue_expired().await {
-        Ok(jobs) if !jobs.is_empty() => {
-            tracing::info!(count = jobs.len(), "requeued jobs whose lease expired");
-        }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "cannot requeue expired jobs"),
-    }
-    match backend.purge_finished(retention).await {
-        Ok(0) => {}
-        Ok(count) => tracing::info!(count, "purged finished jobs past retention"),
-        Err(err) => tracing::warn!(error = %err, "cannot purge finished jobs"),
-    }
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens once shutdown was sent.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }

@@ -16,3 +16,4 @@ mod output;
 mod support;
 mod tasks;
 mod trace;
+mod upkeep;
