@@ -307,7 +307,7 @@ fn source_of(key: &str, metadata: &figment::Metadata) -> String {
         return "default".to_owned();
     }
     if metadata.name.to_ascii_lowercase().contains("environment") {
-        let variable = format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase());
+        let variable = format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase());
         return format!("environment ({variable})");
     }
     metadata.name.to_string()

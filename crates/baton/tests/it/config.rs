@@ -204,6 +204,7 @@ fn show_names_where_each_setting_came_from_and_hides_the_token() {
             "#,
         )?;
         jail.set_env("BATON_SERVER", "http://env:2");
+        jail.set_env("BATON_BROKER__JOB_TIMEOUT", "45s");
         let flags = ConfigOverrides {
             retention: Some(Duration::from_secs(60)),
             ..ConfigOverrides::default()
@@ -224,6 +225,11 @@ fn show_names_where_each_setting_came_from_and_hides_the_token() {
         assert_eq!(find("retention").source, "flag");
         assert_eq!(find("master.lease").source, "baton.toml");
         assert_eq!(find("master.init_delay").source, "default");
+        assert_eq!(
+            find("broker.job_timeout").source,
+            "environment (BATON_BROKER__JOB_TIMEOUT)",
+            "a nested key's variable, as it must be spelt"
+        );
         assert_eq!(find("api_token").value, "***");
         let shown = format!("{settings:?}");
         assert!(!shown.contains("a-secret-token"), "{shown}");
