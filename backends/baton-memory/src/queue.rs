@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use baton_core::{
     Attempt, AttemptOutcome, Error, FencingToken, Job, JobFilter, JobId, JobLease, JobPage,
     JobState, NewJob, Owner, Priority, Queue, QueueCounts, QueueName, Reserved, Result, Retry,
-    Timestamp, check_json_size, truncate_error, validate_batch, validate_list, validate_reserve,
-    validate_ttl,
+    Timestamp, check_json_size, truncate_error, validate_batch, validate_list, validate_queue_list,
+    validate_reserve, validate_ttl,
 };
 use serde_json::Value;
 
@@ -445,6 +445,22 @@ impl Queue for MemoryBackend {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         Ok(lock(&self.inner.jobs).paused.iter().cloned().collect())
+    }
+
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        validate_queue_list(limit)?;
+        let store = lock(&self.inner.jobs);
+        // A queue keeps its index once it has had a job, so purged queues stay listed.
+        let mut names: Vec<&QueueName> = store
+            .queues
+            .keys()
+            .chain(&store.paused)
+            .filter(|name| after.is_none_or(|after| *name > after))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(limit);
+        Ok(names.into_iter().cloned().collect())
     }
 
     async fn requeue_expired(&self) -> Result<Vec<JobId>> {

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use baton_core::{
     AttemptOutcome, Error, Job, JobFilter, JobId, JobLease, JobPage, JobState, Lease, NewJob,
     Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
+    truncate_error, validate_batch, validate_list, validate_queue_list, validate_reserve,
+    validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
@@ -18,7 +19,7 @@ use crate::sql::{TxError, millis, now, retrying};
 
 use crate::job_logic::{end_attempt, retry_or_fail};
 use crate::jobs::{
-    COUNTS, LIST, PAUSE_QUEUE, PAUSED_QUEUES, PURGE, RESUME_QUEUE, SELECT_JOB, SELECT_LAST,
+    COUNTS, LIST, PAUSE_QUEUE, PAUSED_QUEUES, PURGE, QUEUES, RESUME_QUEUE, SELECT_JOB, SELECT_LAST,
 };
 
 #[async_trait]
@@ -155,6 +156,22 @@ impl Queue for MysqlStore {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         let names: Vec<String> = sqlx::query_scalar(self.stmt(PAUSED_QUEUES))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        validate_queue_list(limit)?;
+        let after = after.map_or("", QueueName::as_str);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let names: Vec<String> = sqlx::query_scalar(self.stmt(QUEUES))
+            .bind(after)
+            .bind(limit)
+            .bind(after)
+            .bind(limit)
+            .bind(limit)
             .fetch_all(&self.inner.pool)
             .await
             .map_err(from_sqlx)?;

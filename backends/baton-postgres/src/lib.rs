@@ -33,9 +33,10 @@
 //!   reservation walks in order (finished jobs never enter it; only reservation matches the
 //!   queue under that collation, so the planner cannot prefer sorting a queue its statistics do
 //!   not know yet), running jobs by lease expiry, finished jobs by `finished_at` (purge),
-//!   `(queue, id)` (last) and `(queue, state)` (counts). The table asks autovacuum to come at 1%
-//!   of dead rows instead of 20%: the pending index keeps an entry of every job reserved since
-//!   the last vacuum ahead of the pending ones, and reservation walks over them.
+//!   `(queue, id)` (last) and `(queue, state)` (counts; `queues` skips from queue to queue
+//!   along either). The table asks autovacuum to come at 1% of dead rows instead of 20%: the
+//!   pending index keeps an entry of every job reserved since the last vacuum ahead of the
+//!   pending ones, and reservation walks over them.
 //! - `locks`: one row per name ever locked: `owner` (NULL when free), `token` (the last granted),
 //!   `expires_at`, `reason`, `since`, and a `version` bumped on every change. Renew and release
 //!   are compare-and-set on `(name, owner, token)`.

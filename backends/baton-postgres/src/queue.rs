@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use baton_core::{
     AttemptOutcome, Error, Job, JobEvent, JobFilter, JobId, JobLease, JobPage, JobState, NewJob,
     Owner, Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, TraceParent,
-    check_json_size, truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
+    check_json_size, truncate_error, validate_batch, validate_list, validate_queue_list,
+    validate_reserve, validate_ttl,
 };
 use baton_sql::{JobRow, encode_json, encode_retry, from_sqlx};
 use serde_json::Value;
@@ -439,6 +440,17 @@ impl Queue for PostgresBackend {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         let names: Vec<String> = sqlx::query_scalar(self.inner.sql.paused_queues.clone())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        validate_queue_list(limit)?;
+        let names: Vec<String> = sqlx::query_scalar(self.inner.sql.queues.clone())
+            .bind(after.map_or("", QueueName::as_str))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(from_sqlx)?;

@@ -1,4 +1,5 @@
 -- Stores jobs, pending; returns the first id (the others follow it) and the time of the store.
+-- Each queue's name joins the sorted set J .. 'queues' (all scored 0, so ordered by name).
 -- ARGV: J, origin, events channel, wake channel, n, then n times: queue, payload, priority,
 -- delay ms, retry policy, traceparent (empty for none).
 local J, origin = ARGV[1], ARGV[2]
@@ -7,6 +8,8 @@ local now = now_ms()
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 -- Members to add per queue key and set, sent in chunks of 200 pairs.
 local adds = {}
+-- Queues already added to J .. 'queues' by this call.
+local listed = {}
 local function add(key, score, member)
   local list = adds[key]
   if not list then
@@ -27,6 +30,10 @@ for i = 0, n - 1 do
   local id = first + i
   local run_at = now + delay
   local qk = queue_key(J, queue)
+  if not listed[queue] then
+    listed[queue] = true
+    redis.call('ZADD', J .. 'queues', 0, queue)
+  end
   local jk = job_key(J, id)
   redis.call('HSET', jk, 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending', 'at', 0,
     'rt', ARGV[at + 4], 'ca', now, 'ra', run_at, 'tk', 0)

@@ -119,6 +119,12 @@ impl Keys {
         format!("{}paused", self.jobs)
     }
 
+    /// The sorted set of every queue's name that was ever enqueued to, all scored 0 so ordered
+    /// by name (bytewise); `enqueue.lua` adds to it.
+    pub(crate) fn queues(&self) -> String {
+        format!("{}queues", self.jobs)
+    }
+
     /// The counts hash of a queue.
     pub(crate) fn queue_counts(&self, queue: &QueueName) -> String {
         format!("{}:counts", named(&self.jobs, "q", queue.as_str()))
@@ -170,6 +176,7 @@ mod tests {
         let keys = Keys::new(&KeyPrefix::default());
         let queue = QueueName::new("a:b}{c").unwrap();
         assert_eq!(keys.job_seq(), "{baton:jobs}:seq");
+        assert_eq!(keys.queues(), "{baton:jobs}:queues");
         assert_eq!(keys.queue_counts(&queue), "{baton:jobs}:q:6:a:b}{c:counts");
         assert_eq!(keys.lock_held(), "{baton:locks}:held");
         let pool = PoolName::new("p").unwrap();

@@ -39,6 +39,11 @@
 //!
 //! - jobs, under `{baton:jobs}:`
 //!   - `seq`: the last job id;
+//!   - `queues`: the name of every queue enqueued to, scored 0 so ordered by name (`queues`
+//!     reads a page with `ZRANGE … BYLEX`); never trimmed, so a queue whose jobs were purged
+//!     stays in it. A queue whose jobs were all stored before this set existed joins it at its
+//!     next enqueue;
+//!   - `paused`: a set of the paused queues' names;
 //!   - `job:<id>`: a hash: `q` queue, `p` payload (JSON), `pr` priority, `st` state, `at`
 //!     attempts, `rt` retry policy (JSON), `ca` created, `ra` run at, `fa` finished, `res`
 //!     result (JSON), `err` last error, `ow` lease owner, `tk` last token, `ex` lease expiry,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use baton_core::{
     Error, Job, JobEvent, JobFilter, JobId, JobLease, JobPage, JobState, NewJob, Owner, Queue,
     QueueCounts, QueueName, Reserved, Result, Retry, check_json_size, truncate_error,
-    validate_batch, validate_list, validate_reserve, validate_ttl,
+    validate_batch, validate_list, validate_queue_list, validate_reserve, validate_ttl,
 };
 use redis::{AsyncCommands, Value};
 use serde_json::Value as Json;
@@ -349,6 +349,37 @@ impl Queue for RedisBackend {
             .await
             .map_err(from_redis)?;
         names.sort_unstable();
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        validate_queue_list(limit)?;
+        let keys = &self.inner.keys;
+        // A lexicographic range is bytewise: `(name` starts just after `name`.
+        let min = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        // The page of enqueued queues and the paused ones, in one round trip.
+        let (mut names, paused): (Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(keys.queues())
+            .arg(&min)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .cmd("SMEMBERS")
+            .arg(keys.paused())
+            .query_async(&mut self.connection())
+            .await
+            .map_err(from_redis)?;
+        names.extend(
+            paused
+                .into_iter()
+                .filter(|name| after.is_none_or(|after| name.as_str() > after.as_str())),
+        );
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(limit);
         names.into_iter().map(QueueName::new).collect()
     }
 

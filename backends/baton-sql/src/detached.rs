@@ -261,6 +261,11 @@ impl<B: Queue + Clone + 'static> Queue for Detached<B> {
         run(async move { inner.paused().await }).await
     }
 
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        let (inner, after) = (self.inner.clone(), after.cloned());
+        run(async move { inner.queues(after.as_ref(), limit).await }).await
+    }
+
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         let (inner, filter) = (self.inner.clone(), filter.clone());
         run(async move { inner.list(&filter).await }).await

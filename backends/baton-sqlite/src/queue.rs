@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use baton_core::{
     AttemptOutcome, Error, Job, JobFilter, JobId, JobLease, JobPage, JobState, NewJob, Owner,
     Queue, QueueCounts, QueueName, Reserved, Result, Retry, Timestamp, check_json_size,
-    truncate_error, validate_batch, validate_list, validate_reserve, validate_ttl,
+    truncate_error, validate_batch, validate_list, validate_queue_list, validate_reserve,
+    validate_ttl,
 };
 use baton_sql::{JobRow, from_sqlx};
 use serde_json::Value;
@@ -181,6 +182,17 @@ impl Queue for SqliteBackend {
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
         let names: Vec<String> = sqlx::query_scalar(self.sql().paused_queues.clone())
+            .fetch_all(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        validate_queue_list(limit)?;
+        let names: Vec<String> = sqlx::query_scalar(self.sql().queues.clone())
+            .bind(after.map_or("", QueueName::as_str))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(self.pool())
             .await
             .map_err(from_sqlx)?;

@@ -28,8 +28,8 @@ pub use lease::{FencingToken, Lease, MAX_TTL, MIN_TTL, validate_ttl};
 pub use lock::{Acquire, Lock, LockHolder, LockLease, LockRequest, MAX_LOCK_NAMES, MAX_REASON_LEN};
 pub use name::{ItemId, LockName, MAX_NAME_LEN, Owner, PoolName, QueueName, validate_name};
 pub use queue::{
-    JobFilter, JobPage, MAX_BATCH, MAX_ERROR_BYTES, MAX_LIST, MAX_RESERVE, Queue, truncate_error,
-    validate_batch, validate_list, validate_reserve,
+    JobFilter, JobPage, MAX_BATCH, MAX_ERROR_BYTES, MAX_LIST, MAX_QUEUE_LIST, MAX_RESERVE, Queue,
+    truncate_error, validate_batch, validate_list, validate_queue_list, validate_reserve,
 };
 pub use retry::RetryPolicy;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, duration_millis};

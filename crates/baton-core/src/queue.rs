@@ -16,6 +16,8 @@ pub const MAX_RESERVE: usize = 1000;
 pub const MAX_BATCH: usize = 10_000;
 /// The most jobs one [`Queue::list`] call returns.
 pub const MAX_LIST: usize = 500;
+/// The most queue names one [`Queue::queues`] call returns.
+pub const MAX_QUEUE_LIST: usize = 1000;
 
 /// Which jobs [`Queue::list`] returns: those matching every field given, newest (highest id)
 /// first.
@@ -67,6 +69,20 @@ pub fn validate_list(filter: &JobFilter) -> Result<()> {
         return Err(Error::invalid(format!(
             "a list returns 1 to {MAX_LIST} jobs, not {}",
             filter.limit
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the `limit` of a [`Queue::queues`] call: 1 to [`MAX_QUEUE_LIST`].
+///
+/// # Errors
+///
+/// `InvalidInput` for a limit of 0 or above [`MAX_QUEUE_LIST`].
+pub fn validate_queue_list(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_QUEUE_LIST {
+        return Err(Error::invalid(format!(
+            "a queue list returns 1 to {MAX_QUEUE_LIST} names, not {limit}"
         )));
     }
     Ok(())
@@ -258,6 +274,18 @@ pub trait Queue: Send + Sync {
     /// The paused queues, in name order.
     async fn paused(&self) -> Result<Vec<QueueName>>;
 
+    /// Every queue that holds a job (in any state) or is paused, by name, at most `limit` of them
+    /// after `after` (exclusive) — so a caller can page through many queues. A queue whose jobs
+    /// were all purged may still be listed.
+    ///
+    /// Names are in byte order ([`QueueName`]'s `Ord`), without repeats.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a `limit` of 0 or above [`MAX_QUEUE_LIST`] (see
+    /// [`validate_queue_list`]).
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>>;
+
     /// Ends every attempt whose lease expired as [`Expired`](crate::AttemptOutcome::Expired) and
     /// retries or fails its job by its policy, exactly once; returns the jobs it touched.
     async fn requeue_expired(&self) -> Result<Vec<JobId>>;
@@ -288,5 +316,13 @@ mod tests {
         assert!(validate_reserve(std::slice::from_ref(&queue), 0, ttl).is_err());
         assert!(validate_reserve(std::slice::from_ref(&queue), MAX_RESERVE + 1, ttl).is_err());
         assert!(validate_reserve(std::slice::from_ref(&queue), 1, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn queue_list_limit_is_checked() {
+        assert!(validate_queue_list(1).is_ok());
+        assert!(validate_queue_list(MAX_QUEUE_LIST).is_ok());
+        assert!(validate_queue_list(0).is_err());
+        assert!(validate_queue_list(MAX_QUEUE_LIST + 1).is_err());
     }
 }

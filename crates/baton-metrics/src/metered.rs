@@ -260,6 +260,11 @@ impl<B: Queue + ?Sized> Queue for Metered<B> {
         self.observe("paused", self.inner.paused()).await
     }
 
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        self.observe("queues", self.inner.queues(after, limit))
+            .await
+    }
+
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         self.observe("list", self.inner.list(filter)).await
     }

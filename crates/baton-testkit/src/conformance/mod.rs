@@ -47,6 +47,7 @@ mod list;
 mod locks;
 mod pause;
 mod queue;
+mod queue_names;
 mod retries;
 mod support;
 mod trace;
@@ -256,6 +257,7 @@ fn all_cases<B: Backend + Clone + 'static>() -> Vec<Case<B>> {
     cases.extend(trace::cases::<B>());
     cases.extend(pause::cases::<B>());
     cases.extend(list::cases::<B>());
+    cases.extend(queue_names::cases::<B>());
     cases.extend(dispatch::cases::<B>());
     cases.extend(bad_input::cases::<B>());
     cases

@@ -83,6 +83,8 @@ pub enum Op {
     Resume,
     /// [`Queue::paused`](baton_core::Queue::paused).
     Paused,
+    /// [`Queue::queues`](baton_core::Queue::queues).
+    Queues,
     /// [`Queue::list`](baton_core::Queue::list).
     List,
     /// [`Queue::get`](baton_core::Queue::get).
@@ -107,7 +109,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, trait by trait.
-    pub const ALL: [Self; 38] = [
+    pub const ALL: [Self; 39] = [
         Self::Beat,
         Self::Alive,
         Self::DeadOwners,
@@ -136,6 +138,7 @@ impl Op {
         Self::Pause,
         Self::Resume,
         Self::Paused,
+        Self::Queues,
         Self::List,
         Self::Get,
         Self::Last,
@@ -179,6 +182,7 @@ impl Op {
             Self::Pause => "Queue::pause",
             Self::Resume => "Queue::resume",
             Self::Paused => "Queue::paused",
+            Self::Queues => "Queue::queues",
             Self::List => "Queue::list",
             Self::Get => "Queue::get",
             Self::Last => "Queue::last",

@@ -225,6 +225,10 @@ impl<B: Queue> Queue for Faulty<B> {
         self.call(Op::Paused, self.inner.paused()).await
     }
 
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        self.call(Op::Queues, self.inner.queues(after, limit)).await
+    }
+
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         self.call(Op::List, self.inner.list(filter)).await
     }

@@ -196,6 +196,10 @@ impl<B: Queue> Queue for NoFencing<B> {
         self.inner.paused().await
     }
 
+    async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
+        self.inner.queues(after, limit).await
+    }
+
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         self.inner.list(filter).await
     }
