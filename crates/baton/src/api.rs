@@ -15,6 +15,8 @@
 //! | `GET /api/v1/queues/paused`          | the paused queues' names                     |
 //! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
 //! | `GET /api/v1/workers`                | a [`WorkerList`]: the broker's connected workers |
+//! | `GET /api/v1/queues`, `/stats`, `/pools` | what the dashboard reads: see [`crate::insight`] |
+//! | `GET /`, `/ui/*`                     | the dashboard: see [`crate::dashboard`]       |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
 //! | `GET /metrics`                       | every metric in Prometheus text ([`baton_metrics`]) |
@@ -73,9 +75,15 @@ struct AppState {
 }
 
 /// The whole HTTP application over `metered`: the routes of the API, the master controls,
-/// monitoring and metrics, their OpenAPI document, and `access` guarding them all. `roster`
-/// reads the workers of the broker this server runs, if it runs one.
-pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access, roster: Option<Roster>) -> Router {
+/// monitoring and metrics, the dashboard's reads ([`crate::insight`]), their OpenAPI document,
+/// and `access` guarding them all. `roster` reads the workers of the broker this server runs,
+/// if it runs one; `observed` is what the upkeep loop gathered over time.
+pub fn app(
+    metered: Arc<Metered<dyn Backend>>,
+    access: Access,
+    roster: Option<Roster>,
+    observed: Arc<crate::insight::Observed>,
+) -> Router {
     let backend: Arc<dyn Backend> = metered.clone();
     let document = Arc::new(OnceLock::new());
     let (router, mut openapi) = OpenApiRouter::new()
@@ -107,6 +115,8 @@ pub fn app(metered: Arc<Metered<dyn Backend>>, access: Access, roster: Option<Ro
                 .with_state(document.clone()),
         )
         .merge(crate::monitoring::routes(backend.clone()))
+        .merge(crate::insight::routes(backend.clone(), observed))
+        .merge(crate::dashboard::routes())
         .merge(crate::master::routes(backend))
         .split_for_parts();
     describe(&mut openapi);

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
+pub mod insight;
 pub mod master;
 pub mod monitoring;
 pub mod output;

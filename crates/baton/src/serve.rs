@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::api::auth::Access;
 use crate::backend::{self, redact};
 use crate::config::BatonConfig;
+use crate::insight::Observed;
 use crate::upkeep::{self, Upkeep, stopped};
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -134,9 +135,11 @@ pub async fn serve_metered(
 ) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = metered.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let observed = Arc::new(Observed::default());
     let maintenance = upkeep::spawn(
         backend.clone(),
         metered.metrics().clone(),
+        observed.clone(),
         upkeep,
         stop_rx.clone(),
     );
@@ -145,7 +148,7 @@ pub async fn serve_metered(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let router = crate::api::app(metered, access, roster);
+    let router = crate::api::app(metered, access, roster, observed);
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),

@@ -1,7 +1,9 @@
 //! What `baton serve` does besides answering requests: every [`MAINTENANCE_INTERVAL`], hand out
 //! again the jobs whose lease expired, delete finished jobs past retention and return the
 //! accounts of dead sync processes to their pools (the reaper); every [`OBSERVE_INTERVAL`],
-//! read each master's leader and each pool's claims per owner into the metrics.
+//! read each master's leader and each pool's claims per owner into the metrics and into
+//! [`Observed`] (the pools' rebalance history); every [`SAMPLE_INTERVAL`], sample the job totals
+//! for the dashboard's charts.
 //!
 //! Every step is idempotent and safe to run in several servers at once: the backend decides,
 //! atomically, what expired and who is dead.
@@ -14,6 +16,8 @@ use baton_master::MasterControl;
 use baton_metrics::{Leader, Metrics, PoolClaims};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::insight::{Observed, SAMPLE_INTERVAL};
 
 /// How often the maintenance steps run.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -34,6 +38,7 @@ pub struct Upkeep {
 pub fn spawn(
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
+    observed: Arc<Observed>,
     upkeep: Upkeep,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -42,10 +47,15 @@ pub fn spawn(
         maintain_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut observe_ticks = tokio::time::interval(OBSERVE_INTERVAL);
         observe_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample_ticks = tokio::time::interval(SAMPLE_INTERVAL);
+        sample_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = maintain_ticks.tick() => maintain(backend.as_ref(), &upkeep).await,
-                _ = observe_ticks.tick() => observe(&backend, &metrics, &upkeep.pools).await,
+                _ = observe_ticks.tick() => {
+                    observe(&backend, &metrics, &observed, &upkeep.pools).await;
+                }
+                _ = sample_ticks.tick() => observed.sample(backend.as_ref()).await,
                 () = stopped(stop.clone()) => return,
             }
         }
@@ -84,8 +94,14 @@ pub async fn maintain(backend: &dyn Backend, upkeep: &Upkeep) {
     }
 }
 
-/// Reads each master's leader and each pool's claims per owner into `metrics`.
-async fn observe(backend: &Arc<dyn Backend>, metrics: &Metrics, pools: &[PoolName]) {
+/// Reads each master's leader and each pool's claims per owner into `metrics`, and the pools
+/// into `observed`.
+async fn observe(
+    backend: &Arc<dyn Backend>,
+    metrics: &Metrics,
+    observed: &Observed,
+    pools: &[PoolName],
+) {
     match MasterControl::new(backend.clone()).status(&[]).await {
         Ok(masters) => metrics.observe_leaders(masters.into_iter().map(|master| {
             let leader = master.holder.map(|holder| Leader {
@@ -99,16 +115,19 @@ async fn observe(backend: &Arc<dyn Backend>, metrics: &Metrics, pools: &[PoolNam
     let mut claims = Vec::with_capacity(pools.len());
     for pool in pools {
         match baton_sync::pool_status(backend.as_ref(), backend.as_ref(), pool).await {
-            Ok(status) => claims.push(PoolClaims {
-                pool: pool.to_string(),
-                unclaimed: status.unclaimed as u64,
-                held: status
-                    .identities
-                    .into_iter()
-                    .filter(|identity| identity.accounts > 0)
-                    .map(|identity| (identity.identity.to_string(), identity.accounts as u64))
-                    .collect(),
-            }),
+            Ok(status) => {
+                claims.push(PoolClaims {
+                    pool: pool.to_string(),
+                    unclaimed: status.unclaimed as u64,
+                    held: status
+                        .identities
+                        .iter()
+                        .filter(|identity| identity.accounts > 0)
+                        .map(|identity| (identity.identity.to_string(), identity.accounts as u64))
+                        .collect(),
+                });
+                observed.push_pool(status);
+            }
             Err(err) => tracing::warn!(%pool, error = %err, "cannot read the pool's claims"),
         }
     }

@@ -1,7 +1,8 @@
 //! Who may call the HTTP API: a bearer token from the configuration (`api_token`).
 //!
 //! With a token configured, every call needs `Authorization: Bearer <api_token>` (`401` without
-//! it, `403` with a wrong one), except `/healthz` and `/readyz`, which load balancers probe, and
+//! it, `403` with a wrong one), except `/healthz` and `/readyz`, which load balancers probe, the
+//! dashboard's page and assets (which hold no data: the page asks for the token), and
 //! reads (`GET`, `HEAD`) when `api_open_reads` is set. Without a token, the API is open, as
 //! suits a server on its own host (the default `listen` is loopback); `baton serve` warns when it
 //! listens elsewhere without one. The master controls refuse changes even then, as the system
@@ -41,7 +42,7 @@ impl Access {
 
     /// Whether a call of `method` to `path` must present the token.
     fn needs_token(&self, method: &Method, path: &str) -> bool {
-        if PUBLIC_PATHS.contains(&path) {
+        if PUBLIC_PATHS.contains(&path) || crate::dashboard::PUBLIC_PATHS.contains(&path) {
             return false;
         }
         let reading = *method == Method::GET || *method == Method::HEAD;

@@ -681,6 +681,12 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /api/monitoring",
         "GET /api/v1/locks",
         "GET /api/v1/workers",
+        "GET /api/v1/queues",
+        "GET /api/v1/stats",
+        "GET /api/v1/pools",
+        "GET /",
+        "GET /ui/app.js",
+        "GET /ui/style.css",
         "POST /api/v1/queues/{queue}/pause",
         "POST /api/v1/queues/{queue}/resume",
         "GET /api/v1/queues/paused",
@@ -903,4 +909,49 @@ async fn a_server_without_a_broker_says_so_when_asked_for_its_workers() {
         .await
         .unwrap();
     assert_eq!(listed, json!({"broker": false, "workers": []}));
+}
+
+#[tokio::test]
+async fn queues_are_listed_by_name_with_their_counts_a_page_at_a_time() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    for queue in ["c", "a", "b", "a"] {
+        let response = http
+            .post(format!("{}/api/v1/jobs", server.url))
+            .json(&json!({"queue": queue, "payload": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    http.post(format!("{}/api/v1/queues/b/pause", server.url))
+        .send()
+        .await
+        .unwrap();
+    let page = |query: &'static str| {
+        let url = format!("{}/api/v1/queues{query}", server.url);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = page("?limit=2").await;
+    assert_eq!(first["queues"][0]["queue"], "a");
+    assert_eq!(first["queues"][0]["counts"]["pending"], 2);
+    assert_eq!(first["queues"][0]["paused"], false);
+    assert_eq!(first["queues"][1]["queue"], "b");
+    assert_eq!(first["queues"][1]["paused"], true);
+    assert_eq!(first["next"], "b");
+    let second = page("?limit=2&after=b").await;
+    assert_eq!(second["queues"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["queues"][0]["queue"], "c");
+    assert_eq!(second["next"], Value::Null);
+    let bad = reqwest::get(format!("{}/api/v1/queues?limit=0", server.url))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }

@@ -72,6 +72,33 @@ pub(crate) async fn terminate(mut child: Child) -> Output {
     }
 }
 
+/// Starts `baton serve` in `dir` on `backend` (a URL) with `env` added, its standard error
+/// piped, and waits until it answers; returns it and its base URL.
+pub(crate) async fn serve_in(dir: &Path, backend: &str, env: &[(&str, &str)]) -> (Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    let mut serve = baton(dir, &["serve", "--backend", backend, "--listen", &listen]);
+    let serve = serve
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_healthy(&Client::new(&server).unwrap(), Duration::from_secs(20)).await;
+    (serve, server)
+}
+
+/// Makes `owner` the leader of master `name` on `backend`, for ten minutes.
+pub(crate) async fn lead(backend: &dyn baton_core::Backend, name: &str, owner: &str) {
+    let leader =
+        baton_core::LockName::new(format!("{}{name}", baton_master::LEADER_PREFIX)).unwrap();
+    let owner = baton_core::Owner::new(owner).unwrap();
+    let request = baton_core::LockRequest::new([leader], owner, Duration::from_secs(600)).unwrap();
+    assert!(matches!(
+        backend.acquire(&request).await.unwrap(),
+        baton_core::Acquire::Granted(_)
+    ));
+}
+
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {

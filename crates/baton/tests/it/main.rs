@@ -10,6 +10,7 @@ mod bench_sync;
 mod broker;
 mod cli;
 mod config;
+mod dashboard;
 mod master;
 mod monitoring;
 mod output;

@@ -2,16 +2,13 @@
 //! sync process return to their pool with no sync process running, and `/metrics` reports
 //! claims per owner and each master's leader.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use baton::client::Client;
-use baton_core::{Acquire, ItemId, LockName, LockRequest, Owner, PoolName};
-use baton_master::LEADER_PREFIX;
+use baton_core::{ItemId, Owner, PoolName};
 use tokio::time::Instant;
 
-use crate::cli::{Scratch, baton, free_port, terminate};
-use crate::support::{temp_dir, wait_until_healthy};
+use crate::cli::{Scratch, lead, serve_in, terminate};
+use crate::support::temp_dir;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -36,19 +33,8 @@ async fn serve_reaps_a_dead_owner_s_accounts_and_reports_claims_and_leaders() {
     for _ in 0..2 {
         backend.claim(&pool, &live, long).await.unwrap().unwrap();
     }
-    // A master led by `live`.
-    let leader = LockName::new(format!("{LEADER_PREFIX}nightly")).unwrap();
-    let request = LockRequest::new([leader], live.clone(), long).unwrap();
-    assert!(matches!(
-        backend.acquire(&request).await.unwrap(),
-        Acquire::Granted(_)
-    ));
-
-    let listen = format!("127.0.0.1:{}", free_port());
-    let server = format!("http://{listen}");
-    let mut serve = baton(&dir.0, &["serve", "--backend", &url, "--listen", &listen]);
-    let serve = serve.stderr(Stdio::piped()).spawn().unwrap();
-    wait_until_healthy(&Client::new(&server).unwrap(), WAIT).await;
+    lead(backend.as_ref(), "nightly", "live-host").await;
+    let (serve, server) = serve_in(&dir.0, &url, &[]).await;
 
     // The reaper returns the dead host's account; the live host keeps its two.
     let deadline = Instant::now() + WAIT;
