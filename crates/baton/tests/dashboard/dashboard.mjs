@@ -2,6 +2,7 @@
 //
 //   node dashboard.mjs check     the end-to-end walk (crates/baton/tests/it/dashboard.rs runs it)
 //   node dashboard.mjs measure   how long each page takes to show its data (BENCHMARKS.md)
+//   node dashboard.mjs seed N    enqueues N jobs over three queues, 1,000 per request
 //
 // Settings come from the environment: BATON_URL (the server), BATON_TOKEN (its api_token),
 // BATON_MASTER (a master that leads, for `check`), BATON_SCREENSHOTS (a directory for one
@@ -187,12 +188,27 @@ async function measure() {
   }
 }
 
+/** Enqueues `count` jobs over three queues through the batch API. */
+async function seed(count) {
+  const queues = ["emails", "reports", "thumbnails"];
+  const started = Date.now();
+  for (let first = 0; first < count; first += 1000) {
+    const jobs = [];
+    for (let n = first; n < Math.min(count, first + 1000); n++) {
+      jobs.push({ queue: queues[n % queues.length], payload: { n } });
+    }
+    await call("POST", "/api/v1/jobs/batch", { jobs });
+  }
+  console.log(`seeded ${count} jobs in ${(Date.now() - started) / 1000}s`);
+}
+
 const mode = process.argv[2];
 try {
   if (mode === "check") await check();
   else if (mode === "measure") await measure();
+  else if (mode === "seed" && Number(process.argv[3]) > 0) await seed(Number(process.argv[3]));
   else {
-    console.error("usage: node dashboard.mjs check|measure");
+    console.error("usage: node dashboard.mjs check|measure|seed N");
     process.exit(2);
   }
 } catch (error) {
