@@ -144,6 +144,7 @@ const pages = {
   job,
   workers,
   locks,
+  task,
   masters,
   claims,
 };
@@ -330,9 +331,17 @@ async function workers() {
 async function locks() {
   const held = h("div");
   const waiting = h("div");
-  fill(main, h("h1", {}, "Locks and tasks"), h("h2", {}, "Held"), held, h("h2", {}, "Waiting"), waiting);
+  const tasks = h("div");
+  fill(main, h("h1", {}, "Locks and tasks"), h("h2", {}, "Held"), held, h("h2", {}, "Waiting"), waiting,
+    h("h2", {}, "Tasks on this server's host"), tasks);
   return async () => {
-    const all = await api("/api/v1/locks");
+    const [all, recorded] = await Promise.all([api("/api/v1/locks"), api("/api/v1/tasks")]);
+    fill(tasks, table("Tasks", [{ num: "Task" }, "State", "Command", "Locks", "Reason", "Created"],
+      recorded.slice().reverse().map((t) => [
+        { num: h("a", { href: `#/task/${t.id}` }, t.id) },
+        t.orphaned ? "orphaned" : t.state, t.command.join(" "), t.locks.join(", "), t.reason,
+        time(t.created_at),
+      ]), "No task is recorded in this host's task directory ([tasks] dir)."));
     // Task waiters hold entries named `~queue:<slot>:<lock>` whose reason is `<ticket> <reason>`.
     const entries = [];
     const holders = [];
@@ -351,6 +360,43 @@ async function locks() {
       entries.map((e) => [e.lock, { num: e.ticket }, e.owner, e.reason, time(e.since)]),
       "No task waits for a lock. (Task logs stay on the host that runs them: baton task show ID.)"));
   };
+}
+
+async function task(params, id) {
+  const body = h("div");
+  const log = h("pre", { "aria-label": "Task log" });
+  fill(main, h("h1", {}, `Task ${id}`), body, h("h2", {}, "Log (its end)"), log);
+  return async () => {
+    const [recorded, text] = await Promise.all([api("/api/v1/tasks"), logText(id)]);
+    const t = recorded.find((r) => String(r.id) === id);
+    if (!t) {
+      fill(body, h("p", { class: "error" }, `No task ${id} is recorded on this server's host.`));
+      return;
+    }
+    const fields = [
+      ["State", t.orphaned ? `${t.state} (orphaned: its runner is gone)` : t.state],
+      ["Command", t.command.join(" ")],
+      ["Locks", t.locks.join(", ")],
+      ["Reason", t.reason],
+      t.waiting_for && ["Waiting for", t.waiting_for],
+      ["Process", t.pid ?? "—"],
+      ["Exit", t.exit_code ?? (t.signal ? `signal ${t.signal}` : "—")],
+      t.error && ["Error", t.error],
+      ["Created", time(t.created_at)],
+      ["Started", time(t.started_at)],
+      ["Ended", time(t.ended_at)],
+    ].filter(Boolean);
+    fill(body, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+    log.textContent = text || "(empty)";
+  };
+}
+
+/** A task's log as text. */
+async function logText(id) {
+  const headers = token() ? { authorization: `Bearer ${token()}` } : {};
+  const response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}/log`, { headers });
+  if (!response.ok) throw new ApiError(response.status, response.statusText);
+  return response.text();
 }
 
 async function masters() {
@@ -465,7 +511,8 @@ async function route() {
   const page = pages[name] || overview;
   for (const link of document.querySelectorAll("nav a")) {
     const target = link.getAttribute("href").replace(/^#\/?/, "");
-    const current = target === (name === "job" ? "jobs" : name);
+    const section = { job: "jobs", task: "locks" }[name] || name;
+    const current = target === section;
     if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }

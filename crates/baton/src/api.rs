@@ -15,7 +15,7 @@
 //! | `GET /api/v1/queues/paused`          | the paused queues' names                     |
 //! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
 //! | `GET /api/v1/workers`                | a [`WorkerList`]: the broker's connected workers |
-//! | `GET /api/v1/queues`, `/stats`, `/pools` | what the dashboard reads: see [`crate::insight`] |
+//! | `GET /api/v1/queues`, `/stats`, `/pools`, `/tasks` | what the dashboard reads: see [`crate::insight`] |
 //! | `GET /`, `/ui/*`                     | the dashboard: see [`crate::dashboard`]       |
 //! | `GET /healthz`                       | `200 ok`: the server is up                   |
 //! | `GET /readyz`                        | `200 ready` when the backend answers; `503`  |
@@ -77,12 +77,12 @@ struct AppState {
 /// The whole HTTP application over `metered`: the routes of the API, the master controls,
 /// monitoring and metrics, the dashboard's reads ([`crate::insight`]), their OpenAPI document,
 /// and `access` guarding them all. `roster` reads the workers of the broker this server runs,
-/// if it runs one; `observed` is what the upkeep loop gathered over time.
+/// if it runs one; `insight` is what the upkeep loop gathered and where tasks are recorded.
 pub fn app(
     metered: Arc<Metered<dyn Backend>>,
     access: Access,
     roster: Option<Roster>,
-    observed: Arc<crate::insight::Observed>,
+    insight: crate::insight::Insight,
 ) -> Router {
     let backend: Arc<dyn Backend> = metered.clone();
     let document = Arc::new(OnceLock::new());
@@ -115,7 +115,7 @@ pub fn app(
                 .with_state(document.clone()),
         )
         .merge(crate::monitoring::routes(backend.clone()))
-        .merge(crate::insight::routes(backend.clone(), observed))
+        .merge(crate::insight::routes(backend.clone(), insight))
         .merge(crate::dashboard::routes())
         .merge(crate::master::routes(backend))
         .split_for_parts();

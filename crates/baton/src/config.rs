@@ -79,6 +79,27 @@ pub struct BatonConfig {
     /// The claim pools `baton serve` looks after (`[sync]`).
     #[serde(default)]
     pub sync: SyncSettings,
+    /// Where `baton serve` reads the records and logs of the tasks run on its host (`[tasks]`).
+    #[serde(default)]
+    pub tasks: TaskSettings,
+}
+
+/// The `[tasks]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSettings {
+    /// The task directory of `baton task run` on this host (its `--dir`), relative to the
+    /// working directory of `baton serve`: `GET /api/v1/tasks` lists its tasks and serves
+    /// their logs.
+    pub dir: PathBuf,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("baton-tasks"),
+        }
+    }
 }
 
 /// The `[sync]` table: the account-sync claim pools `baton serve` looks after.
@@ -188,6 +209,7 @@ impl Default for BatonConfig {
             master: baton_master::MasterSettings::default(),
             broker: BrokerSettings::default(),
             sync: SyncSettings::default(),
+            tasks: TaskSettings::default(),
         }
     }
 }

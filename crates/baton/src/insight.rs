@@ -7,13 +7,18 @@
 //! | `GET /api/v1/queues?after=&limit=`     | a [`QueueList`]: each queue's counts and whether it is paused, by name |
 //! | `GET /api/v1/stats`                    | a [`Stats`]: job totals every [`SAMPLE_INTERVAL`] over the last hour |
 //! | `GET /api/v1/pools`                    | each configured claim pool's [`PoolReport`]     |
+//! | `GET /api/v1/tasks`                    | each [`TaskView`] recorded in this host's task directory (`[tasks] dir`) |
+//! | `GET /api/v1/tasks/{id}/log`           | the last [`LOG_TAIL_BYTES`] of a task's log, as text |
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use baton_core::{Backend, PoolName, QueueCounts, QueueName, Timestamp};
 use baton_sync::PoolStatus;
 use serde::{Deserialize, Serialize};
@@ -21,7 +26,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiQuery};
+use crate::api::{ApiError, ApiPath, ApiQuery};
+use crate::tasks::{StoredTask, stored_task, tasks_in};
+use crate::wire::ErrorKind;
+
+/// How much of the end of a task's log `GET /api/v1/tasks/{id}/log` returns.
+pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
 
 /// How often job totals are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
@@ -205,20 +215,38 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
+/// What the routes read besides the backend.
+#[derive(Clone, Debug)]
+pub struct Insight {
+    /// What the upkeep loop gathered over time.
+    pub observed: Arc<Observed>,
+    /// The task directory of `baton task run` on this host.
+    pub task_dir: PathBuf,
+}
+
+impl Insight {
+    /// Nothing observed yet, and the default task directory.
+    pub fn new(observed: Arc<Observed>, task_dir: PathBuf) -> Self {
+        Self { observed, task_dir }
+    }
+}
+
 /// What the routes share.
 #[derive(Clone)]
 struct InsightState {
     backend: Arc<dyn Backend>,
-    observed: Arc<Observed>,
+    insight: Insight,
 }
 
-/// The routes of this module over `backend` and what `observed` holds.
-pub fn routes(backend: Arc<dyn Backend>, observed: Arc<Observed>) -> OpenApiRouter {
+/// The routes of this module over `backend` and `insight`.
+pub fn routes(backend: Arc<dyn Backend>, insight: Insight) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(queues))
         .routes(routes!(stats))
         .routes(routes!(pools))
-        .with_state(InsightState { backend, observed })
+        .routes(routes!(tasks))
+        .routes(routes!(task_log))
+        .with_state(InsightState { backend, insight })
 }
 
 /// The query of `GET /api/v1/queues`.
@@ -286,7 +314,7 @@ async fn queues(
 async fn stats(State(state): State<InsightState>) -> Json<Stats> {
     Json(Stats {
         interval_seconds: SAMPLE_INTERVAL.as_secs(),
-        samples: state.observed.samples(),
+        samples: state.insight.observed.samples(),
     })
 }
 
@@ -294,7 +322,94 @@ async fn stats(State(state): State<InsightState>) -> Json<Stats> {
 #[utoipa::path(get, path = "/api/v1/pools", tag = "claims",
     responses((status = 200, description = "Each pool of `[sync] pools`: accounts, unclaimed accounts, each owner's accounts and liveness, and the changes of accounts per owner this server saw (its rebalance history)", body = Vec<PoolReport>)))]
 async fn pools(State(state): State<InsightState>) -> Json<Vec<PoolReport>> {
-    Json(state.observed.pools())
+    Json(state.insight.observed.pools())
+}
+
+/// A task as `GET /api/v1/tasks` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    /// Its record: id, command, locks, reason, state, process, exit, times, log path, and the
+    /// runner's pid and lock owner.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub task: StoredTask,
+    /// Whether it has not ended but its runner is gone (the host restarted, or the runner was
+    /// killed).
+    pub orphaned: bool,
+}
+
+/// `GET /api/v1/tasks`: the tasks recorded in this host's task directory, oldest first.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "locks",
+    responses(
+        (status = 200, description = "The tasks `baton task run` recorded in `[tasks] dir` on this host, oldest first", body = Vec<TaskView>),
+        (status = 500, description = "The task directory cannot be read", body = crate::wire::ErrorBody),
+    ))]
+async fn tasks(State(state): State<InsightState>) -> Result<Json<Vec<TaskView>>, ApiError> {
+    let dir = state.insight.task_dir.clone();
+    let tasks = tokio::task::spawn_blocking(move || tasks_in(&dir))
+        .await
+        .map_err(|e| internal(&e.to_string()))?
+        .map_err(|e| internal(&format!("{e:#}")))?;
+    Ok(Json(
+        tasks
+            .into_iter()
+            .map(|task| TaskView {
+                orphaned: task.orphaned(),
+                task,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/tasks/{id}/log`: the end of a task's log.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/log", tag = "locks",
+    params(("id" = u64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The last 64 KiB of the task's log (its output and error), as text", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such task on this host", body = crate::wire::ErrorBody),
+    ))]
+async fn task_log(
+    State(state): State<InsightState>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let dir = state.insight.task_dir.clone();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let task = stored_task(&dir, id).map_err(|e| {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("{e:#}"))
+        })?;
+        // `baton task run` writes the log beside the record; its recorded path is relative to
+        // where the runner ran, which need not be where this server runs.
+        let log = match task.record.log_path.file_name() {
+            Some(name) => dir.join(name),
+            None => task.record.log_path.clone(),
+        };
+        Ok(tail(&log, LOG_TAIL_BYTES))
+    })
+    .await
+    .map_err(|e| internal(&e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// The last `bytes` of the file at `path` as text (lossily decoded); empty if it cannot be read
+/// (a task that has not written its log yet).
+fn tail(path: &std::path::Path, bytes: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(bytes)));
+    let mut content = Vec::new();
+    let _ = file.take(bytes).read_to_end(&mut content);
+    String::from_utf8_lossy(&content).into_owned()
+}
+
+fn internal(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Backend,
+        message.to_owned(),
+    )
 }
 
 #[cfg(test)]

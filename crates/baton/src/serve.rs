@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::api::auth::Access;
 use crate::backend::{self, redact};
 use crate::config::BatonConfig;
-use crate::insight::Observed;
+use crate::insight::{Insight, Observed};
 use crate::upkeep::{self, Upkeep, stopped};
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -75,7 +75,16 @@ pub async fn run(config: &BatonConfig) -> anyhow::Result<()> {
         upkeep.retention,
         config.sync.pools
     );
-    let served = serve_metered(listener, backend, upkeep, access, roster, shutdown_signal()).await;
+    let served = serve_metered(
+        listener,
+        backend,
+        upkeep,
+        access,
+        roster,
+        config.tasks.dir.clone(),
+        shutdown_signal(),
+    )
+    .await;
     if let Some(broker) = broker {
         // Waiting workers are told to quit; running jobs stay leased and run again elsewhere.
         broker.shutdown().await.context("stopping the broker")?;
@@ -115,12 +124,14 @@ pub async fn serve_with_access(
         retention,
         pools: Vec::new(),
     };
-    serve_metered(listener, backend, upkeep, access, None, shutdown).await
+    let task_dir = crate::config::TaskSettings::default().dir;
+    serve_metered(listener, backend, upkeep, access, None, task_dir, shutdown).await
 }
 
 /// [`serve_with_access`] over a backend already counted in metrics (which `GET /metrics`
 /// renders), so that other users of it, such as the broker, are counted too; `roster` reads
-/// the workers of the broker this server runs, if any, for `GET /api/v1/workers`.
+/// the workers of the broker this server runs, if any, for `GET /api/v1/workers`; `task_dir`
+/// is where `baton task run` on this host records its tasks, for `GET /api/v1/tasks`.
 ///
 /// # Errors
 ///
@@ -131,6 +142,7 @@ pub async fn serve_metered(
     upkeep: Upkeep,
     access: Access,
     roster: Option<baton_broker::Roster>,
+    task_dir: std::path::PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = metered.clone();
@@ -148,7 +160,7 @@ pub async fn serve_metered(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let router = crate::api::app(metered, access, roster, observed);
+    let router = crate::api::app(metered, access, roster, Insight::new(observed, task_dir));
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let outcome = tokio::select! {
         outcome = server => outcome.context("http server failed"),

@@ -540,7 +540,12 @@ fn write_record(dir: &Path, stored: &StoredTask) -> anyhow::Result<()> {
     std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn stored_task(dir: &Path, id: u64) -> anyhow::Result<StoredTask> {
+/// The record of task `id` in `dir`.
+///
+/// # Errors
+///
+/// No such task, or its record cannot be read.
+pub fn stored_task(dir: &Path, id: u64) -> anyhow::Result<StoredTask> {
     let path = record_path(dir, id);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no task {id} in {}", dir.display()))?;
@@ -548,12 +553,21 @@ fn stored_task(dir: &Path, id: u64) -> anyhow::Result<StoredTask> {
 }
 
 fn stored_tasks(args: &TaskDirArgs) -> anyhow::Result<Vec<StoredTask>> {
+    tasks_in(&args.dir)
+}
+
+/// Every task record in `dir`, oldest first; none if `dir` does not exist.
+///
+/// # Errors
+///
+/// `dir` or a record in it cannot be read.
+pub fn tasks_in(dir: &Path) -> anyhow::Result<Vec<StoredTask>> {
     let mut tasks = Vec::new();
-    let entries = match std::fs::read_dir(&args.dir) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(tasks),
         Err(error) => {
-            return Err(error).with_context(|| format!("cannot list {}", args.dir.display()));
+            return Err(error).with_context(|| format!("cannot list {}", dir.display()));
         }
     };
     for entry in entries {
@@ -564,7 +578,7 @@ fn stored_tasks(args: &TaskDirArgs) -> anyhow::Result<Vec<StoredTask>> {
                 .and_then(|s| s.to_str())
                 .and_then(|s| s.parse().ok());
             if let Some(id) = id {
-                tasks.push(stored_task(&args.dir, id)?);
+                tasks.push(stored_task(dir, id)?);
             }
         }
     }

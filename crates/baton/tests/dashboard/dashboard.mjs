@@ -122,9 +122,17 @@ async function check() {
     expect((await call("GET", "/api/v1/queues/paused")).includes("dashboard"), "the queue is paused in the backend");
     await shot(page, "queues");
 
+    // A task run on the server's host, and the end of its log.
+    await visit(page, "Locks", "Locks and tasks");
+    await shot(page, "locks");
+    await page.getByRole("region", { name: "Tasks" }).getByRole("link").first().click();
+    await page.getByLabel("Task log").filter({ hasText: "hello from the task" }).waitFor(WAIT);
+    await page.getByText("weekly report", { exact: true }).waitFor(WAIT);
+    await shot(page, "task");
+
     // Every other page shows its data.
-    for (const [section, heading] of [["Workers", "Workers"], ["Locks", "Locks and tasks"],
-      ["Claims", "Claims"], ["Overview", "Overview"]]) {
+    for (const [section, heading] of [["Workers", "Workers"], ["Claims", "Claims"],
+      ["Overview", "Overview"]]) {
       await visit(page, section, heading);
       await shot(page, section.toLowerCase());
     }

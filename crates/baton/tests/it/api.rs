@@ -684,6 +684,8 @@ async fn the_openapi_document_lists_every_route_and_every_route_it_lists_answers
         "GET /api/v1/queues",
         "GET /api/v1/stats",
         "GET /api/v1/pools",
+        "GET /api/v1/tasks",
+        "GET /api/v1/tasks/{id}/log",
         "GET /",
         "GET /ui/app.js",
         "GET /ui/style.css",

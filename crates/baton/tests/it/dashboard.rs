@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: `baton serve` on SQLite with an API token, driven by
 //! `tests/dashboard/dashboard.mjs` in headless Chromium (Playwright). It logs in, sees a job
 //! enqueued through the API appear, cancels it from its page, disables and enables a master,
-//! pauses a queue, and saves a screenshot of every page under `target/tmp/dashboard/`.
+//! pauses a queue, reads a task's log, and saves a screenshot of every page under `target/tmp/dashboard/`.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, Debian's `chromium`) and the script's `node_modules`
 //! (`npm ci --prefix crates/baton/tests/dashboard`); `scripts/test` installs both.
@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Scratch, lead, serve_in, terminate};
+use crate::cli::{Scratch, lead, run, serve_in, terminate};
 use crate::support::temp_dir;
 
 const TOKEN: &str = "a-dashboard-token-of-some-length";
@@ -33,6 +33,27 @@ async fn the_dashboard_logs_in_shows_new_jobs_and_steers_jobs_masters_and_queues
     // A master that leads, for the masters page to disable and enable.
     let backend = baton::backend::connect(&url, "baton_").await.unwrap();
     lead(backend.as_ref(), "nightly-report", "report-host-1").await;
+    // A task run on this host under a lock, for the locks page to list with its log.
+    let task = run(
+        &dir.0,
+        &[
+            "task",
+            "run",
+            "--dir",
+            "baton-tasks",
+            "--backend",
+            &url,
+            "--lock",
+            "reports",
+            "--reason",
+            "weekly report",
+            "--",
+            "echo",
+            "hello from the task",
+        ],
+    )
+    .await;
+    assert!(task.status.success(), "{task:?}");
     let (serve, server) = serve_in(&dir.0, &url, &[("BATON_API_TOKEN", TOKEN)]).await;
 
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
