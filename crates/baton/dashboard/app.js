@@ -153,8 +153,9 @@ async function overview() {
   const cards = h("div", { class: "cards" });
   const charts = h("div", { class: "charts" });
   const depths = h("div");
+  const leaders = h("div");
   fill(main, h("h1", {}, "Overview"), cards, h("h2", {}, "Last hour"), charts,
-    h("h2", {}, "Queue depths"), depths);
+    h("h2", {}, "Queue depths"), depths, h("h2", {}, "Masters"), leaders);
   return async () => {
     const [queueList, workerList, masterList, lockList, stats] = await Promise.all([
       api("/api/v1/queues?limit=100"),
@@ -195,6 +196,9 @@ async function overview() {
         { num: q.counts.pending }, { num: q.counts.running }, { num: q.counts.failed },
         q.paused ? "paused" : "",
       ]), "No queue holds a job yet."));
+    fill(leaders, table("Masters", ["Master", "Leader", "Since", "Disabled"],
+      masterList.map((m) => [h("a", { href: "#/masters" }, m.lockName), m.holder || "—", m.since || "—",
+        m.disabled ? m.disabledReason || "yes" : "no"]), "No master leads or is disabled."));
   };
 }
 
