@@ -5,7 +5,7 @@
 //! limit), runs one script for all of them and answers each caller. While a script runs, the
 //! next batch gathers; at most two batches of a kind are on the wire at once.
 
-use baton_core::{Error, Job, JobLease, Owner, QueueName, Result};
+use baton_core::{Error, Job, JobLease, Owner, QueueName, Result, Timestamp};
 use redis::Value;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
@@ -46,7 +46,18 @@ pub(crate) struct ReserveRequest {
 pub(crate) struct CompleteRequest {
     pub(crate) lease: JobLease,
     pub(crate) result: String,
-    pub(crate) reply: oneshot::Sender<Result<Option<Job>>>,
+    /// Whether the caller holds the running job (see [`crate::running`]): the script then
+    /// answers only when it finished the job, not the job.
+    pub(crate) brief: bool,
+    pub(crate) reply: oneshot::Sender<Result<Option<Completion>>>,
+}
+
+/// What a completion's script answered.
+pub(crate) enum Completion {
+    /// The finished job, read back (boxed: it is large beside a timestamp).
+    Job(Box<Job>),
+    /// When the job finished, by the server's clock, for a brief request.
+    At(Timestamp),
 }
 
 /// The senders to the batching tasks; dropping them ends the tasks.
@@ -197,7 +208,8 @@ async fn complete_batch(shared: Shared, requests: Vec<CompleteRequest>) {
             .arg(request.lease.job.get())
             .arg(request.lease.lease.owner().as_str())
             .arg(request.lease.lease.token().get())
-            .arg(&request.result);
+            .arg(&request.result)
+            .arg(if request.brief { "1" } else { "0" });
     }
     let reply: Result<Vec<Value>> = async {
         let reply: Value = invocation
@@ -212,8 +224,13 @@ async fn complete_batch(shared: Shared, requests: Vec<CompleteRequest>) {
             for (request, outcome) in requests.into_iter().zip(per_request) {
                 let job = value::status(outcome).and_then(|(status, mut rest)| {
                     if status == "ok" {
-                        let view = rest.next().ok_or_else(|| unexpected("complete reply"))?;
-                        value::some_job(view).map(Some)
+                        let answer = rest.next().ok_or_else(|| unexpected("complete reply"))?;
+                        if request.brief {
+                            let at = Timestamp::from_millis(value::int(answer)?);
+                            Ok(Some(Completion::At(at)))
+                        } else {
+                            value::some_job(answer).map(|job| Some(Completion::Job(Box::new(job))))
+                        }
                     } else {
                         Ok(None)
                     }

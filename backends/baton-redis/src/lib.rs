@@ -104,6 +104,7 @@ mod heartbeat;
 mod keys;
 mod lock;
 mod queue;
+mod running;
 mod scripts;
 mod value;
 
@@ -158,6 +159,8 @@ struct Inner {
     /// Signalled when a lock is released (here or, through the subscriber, elsewhere).
     lock_changed: Arc<Notify>,
     subscriber: dispatch::Subscriber,
+    /// The jobs this process reserved and has not finished.
+    running: running::Running,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -207,6 +210,7 @@ impl RedisBackend {
                 hub,
                 lock_changed,
                 subscriber,
+                running: running::Running::default(),
             }),
         })
     }

@@ -13,7 +13,8 @@ use redis::{AsyncCommands, Value};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
-use crate::batch::{CompleteRequest, ReserveRequest, job_invocation};
+use crate::batch::{CompleteRequest, Completion, ReserveRequest, job_invocation};
+use crate::running;
 use crate::{RedisBackend, from_redis, millis, unexpected, value};
 
 /// Expired leases one `requeue` script call handles.
@@ -89,6 +90,7 @@ impl RedisBackend {
     /// The jobs a reservation sent by [`Self::send_reserve`] got.
     async fn reserved(&self, answer: oneshot::Receiver<Result<Vec<Job>>>) -> Result<Vec<Reserved>> {
         let jobs = answer.await.map_err(|_| batcher_gone())??;
+        self.inner.running.remember(&jobs);
         jobs.into_iter()
             .map(|job| {
                 self.announce(&job);
@@ -109,15 +111,17 @@ impl RedisBackend {
         &self,
         lease: &JobLease,
         result: &Json,
-    ) -> Result<oneshot::Receiver<Result<Option<Job>>>> {
+    ) -> Result<oneshot::Receiver<Result<Option<Completion>>>> {
         check_json_size("result", result)?;
         let (reply, answer) = oneshot::channel();
+        let brief = self.inner.running.holds(lease.job, lease.lease.token());
         self.inner
             .batchers
             .complete
             .send(CompleteRequest {
                 lease: lease.clone(),
                 result: to_json("result", result)?,
+                brief,
                 reply,
             })
             .map_err(|_| batcher_gone())?;
@@ -128,12 +132,24 @@ impl RedisBackend {
     async fn completed(
         &self,
         lease: &JobLease,
-        answer: oneshot::Receiver<Result<Option<Job>>>,
+        result: Json,
+        answer: oneshot::Receiver<Result<Option<Completion>>>,
     ) -> Result<Job> {
-        let job = answer
+        // Only the one completion the script accepted forgets the held copy; a refused one
+        // leaves it to be pruned once its lease is long past.
+        let completion = answer
             .await
             .map_err(|_| batcher_gone())??
             .ok_or_else(|| lease.job.lease_lost())?;
+        let held = self.inner.running.take(lease.job, lease.lease.token());
+        let job = match completion {
+            Completion::Job(job) => *job,
+            Completion::At(at) => {
+                let held =
+                    held.ok_or_else(|| unexpected("a brief completion of a job not held"))?;
+                running::finish(held, result, at)
+            }
+        };
         self.announce(&job);
         Ok(job)
     }
@@ -227,7 +243,7 @@ impl Queue for RedisBackend {
 
     async fn complete(&self, lease: &JobLease, result: Json) -> Result<Job> {
         let answer = self.send_complete(lease, &result)?;
-        self.completed(lease, answer).await
+        self.completed(lease, result, answer).await
     }
 
     /// Both requests go to their batching tasks at once, so that the completion and the
@@ -244,7 +260,7 @@ impl Queue for RedisBackend {
         let completion = self.send_complete(lease, &result);
         let reservation = self.send_reserve(queues, owner, lease_ttl, max)?;
         let completed = match completion {
-            Ok(answer) => self.completed(lease, answer).await,
+            Ok(answer) => self.completed(lease, result, answer).await,
             Err(error) => Err(error),
         };
         Ok((completed, self.reserved(reservation).await?))
@@ -266,6 +282,7 @@ impl Queue for RedisBackend {
             fastrand::f64().to_string(),
         ];
         let reply = self.job_script(&self.inner.scripts.fail, &args).await?;
+        self.inner.running.take(lease.job, lease.lease.token());
         let (status, mut rest) = value::status(reply)?;
         if status != "ok" {
             return Err(lease.job.lease_lost());
