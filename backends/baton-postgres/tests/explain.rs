@@ -10,16 +10,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use baton_core::{Owner, Queue, QueueName};
-use baton_postgres::PostgresBackend;
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> anyhow::Result<()> {
-    let config = support::config("e");
-    let prefix = config.prefix.to_string();
-    let backend = PostgresBackend::connect(config).await?;
+    let (backend, prefix) = support::fresh_prefixed("e").await;
     let pool = backend.pool();
-    let sql = |text: &str| AssertSqlSafe(text.replace("{prefix}", &prefix));
+    let sql = |text: &str| support::prefixed(&prefix, text);
     sqlx::query(sql(
         "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, created_at,
              run_at, finished_at)
@@ -106,11 +103,9 @@ async fn reserving_among_a_million_finished_jobs_walks_the_pending_index() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_the_queues_of_a_million_jobs_skips_from_queue_to_queue() -> anyhow::Result<()> {
-    let config = support::config("e");
-    let prefix = config.prefix.to_string();
-    let backend = PostgresBackend::connect(config).await?;
+    let (backend, prefix) = support::fresh_prefixed("e").await;
     let pool = backend.pool();
-    let sql = |text: &str| AssertSqlSafe(text.replace("{prefix}", &prefix));
+    let sql = |text: &str| support::prefixed(&prefix, text);
     sqlx::query(sql(
         "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, created_at,
              run_at, finished_at)

@@ -8,16 +8,12 @@ mod support;
 use std::time::Duration;
 
 use baton_core::{NewJob, Queue, QueueName};
-use baton_postgres::PostgresBackend;
-use sqlx::AssertSqlSafe;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purging_deletes_every_old_finished_job_across_several_batches() -> anyhow::Result<()> {
-    let config = support::config("p");
-    let prefix = config.prefix.to_string();
-    let backend = PostgresBackend::connect(config).await?;
+    let (backend, prefix) = support::fresh_prefixed("p").await;
     let pool = backend.pool();
-    let sql = |text: &str| AssertSqlSafe(text.replace("{prefix}", &prefix));
+    let sql = |text: &str| support::prefixed(&prefix, text);
     // 12,345 jobs that ended long ago: more than two purge batches.
     sqlx::query(sql(
         "INSERT INTO {prefix}jobs (queue, payload, priority, state, attempts, retry, created_at,

@@ -470,6 +470,7 @@ impl State {
                     return;
                 }
                 self.drop_worker(&peer, "it said ready again");
+                let now = wall_clock();
                 self.workers.insert(
                     peer.clone(),
                     Worker {
@@ -478,8 +479,8 @@ impl State {
                         state: WorkerState::Idle {
                             since: Instant::now(),
                         },
-                        connected: wall_clock(),
-                        last_seen: wall_clock(),
+                        connected: now,
+                        last_seen: now,
                     },
                 );
                 self.make_idle(&peer, &queue);

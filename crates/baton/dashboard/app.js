@@ -23,8 +23,9 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-async function api(path, { method = "GET", body } = {}) {
-  const headers = { accept: "application/json" };
+/** Calls the API; answers its JSON (or, with `text`, its text). Errors carry the status. */
+async function api(path, { method = "GET", body, text: asText = false } = {}) {
+  const headers = { accept: asText ? "text/plain" : "application/json" };
   if (token()) headers.authorization = `Bearer ${token()}`;
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, {
@@ -33,9 +34,15 @@ async function api(path, { method = "GET", body } = {}) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  if (response.ok && asText) return text;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON: only an error answer from something in front of the server can be.
+  }
   if (!response.ok) {
-    throw new ApiError(response.status, (data && data.message) || response.statusText);
+    throw new ApiError(response.status, (data && data.error) || response.statusText);
   }
   return data;
 }
@@ -371,7 +378,10 @@ async function task(params, id) {
   const log = h("pre", { "aria-label": "Task log" });
   fill(main, h("h1", {}, `Task ${id}`), body, h("h2", {}, "Log (its end)"), log);
   return async () => {
-    const [recorded, text] = await Promise.all([api("/api/v1/tasks"), logText(id)]);
+    const [recorded, text] = await Promise.all([
+      api("/api/v1/tasks"),
+      api(`/api/v1/tasks/${encodeURIComponent(id)}/log`, { text: true }),
+    ]);
     const t = recorded.find((r) => String(r.id) === id);
     if (!t) {
       fill(body, h("p", { class: "error" }, `No task ${id} is recorded on this server's host.`));
@@ -393,14 +403,6 @@ async function task(params, id) {
     fill(body, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
     log.textContent = text || "(empty)";
   };
-}
-
-/** A task's log as text. */
-async function logText(id) {
-  const headers = token() ? { authorization: `Bearer ${token()}` } : {};
-  const response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}/log`, { headers });
-  if (!response.ok) throw new ApiError(response.status, response.statusText);
-  return response.text();
 }
 
 async function masters() {

@@ -29,44 +29,35 @@ pub fn routes() -> OpenApiRouter {
         .routes(routes!(style))
 }
 
-/// Assets change only with the binary; the page is checked again on every load.
-const REVALIDATE: &str = "no-cache";
+/// An embedded asset with its content type. Assets change only with the binary; the browser
+/// checks them again on every load.
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
 
 /// `GET /`: the dashboard's page.
 #[utoipa::path(get, path = "/", tag = "dashboard", security(()),
     responses((status = 200, description = "The dashboard's page", body = String, content_type = "text/html")))]
 async fn index() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, REVALIDATE),
-        ],
-        INDEX,
-    )
+    asset("text/html; charset=utf-8", INDEX)
 }
 
 /// `GET /ui/app.js`: the dashboard's script.
 #[utoipa::path(get, path = "/ui/app.js", tag = "dashboard", security(()),
     responses((status = 200, description = "The dashboard's script", body = String, content_type = "text/javascript")))]
 async fn script() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, REVALIDATE),
-        ],
-        SCRIPT,
-    )
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 /// `GET /ui/style.css`: the dashboard's style sheet.
 #[utoipa::path(get, path = "/ui/style.css", tag = "dashboard", security(()),
     responses((status = 200, description = "The dashboard's style sheet", body = String, content_type = "text/css")))]
 async fn style() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, REVALIDATE),
-        ],
-        STYLE,
-    )
+    asset("text/css; charset=utf-8", STYLE)
 }

@@ -132,14 +132,6 @@ impl Observed {
     /// per owner differ from the last look.
     pub fn push_pool(&self, status: PoolStatus) {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = |status: &PoolStatus| -> BTreeMap<String, usize> {
-            status
-                .identities
-                .iter()
-                .filter(|identity| identity.accounts > 0)
-                .map(|identity| (identity.identity.to_string(), identity.accounts))
-                .collect()
-        };
         let after = held(&status);
         let report = pools
             .entry(status.pool.clone())
@@ -211,6 +203,16 @@ impl Observed {
     }
 }
 
+/// How many accounts each owner of a pool holds, owners holding none left out.
+pub fn held(status: &PoolStatus) -> BTreeMap<String, usize> {
+    status
+        .identities
+        .iter()
+        .filter(|identity| identity.accounts > 0)
+        .map(|identity| (identity.identity.to_string(), identity.accounts))
+        .collect()
+}
+
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
@@ -225,7 +227,7 @@ pub struct Insight {
 }
 
 impl Insight {
-    /// Nothing observed yet, and the default task directory.
+    /// What `observed` holds, and the tasks recorded in `task_dir`.
     pub fn new(observed: Arc<Observed>, task_dir: PathBuf) -> Self {
         Self { observed, task_dir }
     }

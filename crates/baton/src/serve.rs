@@ -1,6 +1,5 @@
 //! `baton serve`: the HTTP API, the broker and the upkeep loop ([`crate::upkeep`]) on the
-//! configured backend, until SIGINT
-//! or SIGTERM.
+//! configured backend, until SIGINT or SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,7 @@ use baton_metrics::{Leader, Metrics, PoolClaims};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::insight::{Observed, SAMPLE_INTERVAL};
+use crate::insight::{Observed, SAMPLE_INTERVAL, held};
 
 /// How often the maintenance steps run.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -119,11 +119,9 @@ async fn observe(
                 claims.push(PoolClaims {
                     pool: pool.to_string(),
                     unclaimed: status.unclaimed as u64,
-                    held: status
-                        .identities
-                        .iter()
-                        .filter(|identity| identity.accounts > 0)
-                        .map(|identity| (identity.identity.to_string(), identity.accounts as u64))
+                    held: held(&status)
+                        .into_iter()
+                        .map(|(owner, accounts)| (owner, accounts as u64))
                         .collect(),
                 });
                 observed.push_pool(status);

@@ -39,6 +39,18 @@ pub async fn fresh(tag: &str) -> PostgresBackend {
     PostgresBackend::connect(config(tag)).await.unwrap()
 }
 
+/// A backend on fresh tables of its own, and their prefix.
+pub async fn fresh_prefixed(tag: &str) -> (PostgresBackend, String) {
+    let config = config(tag);
+    let prefix = config.prefix.to_string();
+    (PostgresBackend::connect(config).await.unwrap(), prefix)
+}
+
+/// `text` with `{prefix}` replaced by `prefix`, as SQL to run.
+pub fn prefixed(prefix: &str, text: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(text.replace("{prefix}", prefix))
+}
+
 /// Drops every table and sequence whose name starts with `prefix`.
 pub async fn drop_tables(pool: &PgPool, prefix: &str) {
     let rows = sqlx::query(
