@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) pool: PgPool,
     pub(crate) sql: Arc<Statements>,
     pub(crate) origin: i64,
+    /// Counts reserved jobs towards the next vacuum.
+    pub(crate) reserved: Arc<crate::vacuum::Reserved>,
 }
 
 /// One caller's reservation.
@@ -287,6 +289,9 @@ async fn reserve_group(shared: &Shared, group: Vec<ReserveRequest>) {
     .bind(shared.origin)
     .fetch_all(&shared.pool)
     .await;
+    if let Ok(rows) = &rows {
+        shared.reserved.add(rows.len());
+    }
     let callers = slots.callers;
     answer_reservations(group, &callers, rows.as_deref());
 }
@@ -344,6 +349,7 @@ async fn complete_and_reserve(
             let (reserved, completed): (Vec<PgRow>, Vec<PgRow>) = rows
                 .into_iter()
                 .partition(|row| matches!(row.try_get::<Option<i32>, _>("rn"), Ok(Some(_))));
+            shared.reserved.add(reserved.len());
             answer_completions(round, Ok(&completed));
             answer_reservations(group, &callers, Ok(&reserved));
         }

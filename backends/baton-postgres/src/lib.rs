@@ -66,6 +66,17 @@
 //! ran as one multi-row statement (one commit), and answers each caller. Fencing stays per job:
 //! each completed row is matched against its own lease, and a caller whose row did not match
 //! gets `LeaseLost`.
+//!
+//! # Vacuum
+//!
+//! Every reserved job leaves a dead entry at the head of the pending index, which later
+//! reservations of its queue step over until a vacuum removes it. Autovacuum comes at most once
+//! a minute, so the backend also vacuums the jobs table itself after every
+//! [`PostgresConfig::vacuum_after`] jobs it reserved (25,000 by default), at most every 5 s and
+//! at most a tenth of the time, cost-limited like autovacuum, with `SKIP_LOCKED` so that it
+//! never queues behind another vacuum. It needs to own the table (or be a member of its owner
+//! role); otherwise it logs that once and leaves the table to autovacuum. Set `vacuum_after` to
+//! 0 to turn it off.
 
 mod batch;
 mod claim;
@@ -74,6 +85,7 @@ mod heartbeat;
 mod lock;
 mod queue;
 mod sql;
+mod vacuum;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -134,16 +146,22 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// How long a call waits for a free connection before failing with a transient error.
     pub acquire_timeout: Duration,
+    /// Vacuum the jobs table after this process reserved this many jobs since its last vacuum
+    /// (at most every 5 s, and at most a tenth of the time); 0 leaves it to autovacuum alone.
+    /// See "Vacuum" in the crate documentation.
+    pub vacuum_after: u64,
 }
 
 impl PostgresConfig {
-    /// The defaults for `url`: prefix `baton_`, 16 connections, a 10 s acquire timeout.
+    /// The defaults for `url`: prefix `baton_`, 16 connections, a 10 s acquire timeout, a
+    /// vacuum after every 25,000 reserved jobs.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: TablePrefix::default(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            vacuum_after: 25_000,
         }
     }
 }
@@ -164,12 +182,18 @@ struct Inner {
     lock_changed: Arc<Notify>,
     /// This backend's id in notifications, so that it skips its own.
     origin: i64,
+    /// Counts reserved jobs for the vacuum task.
+    reserved: Arc<vacuum::Reserved>,
     listener: JoinHandle<()>,
+    vacuum: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        if let Some(vacuum) = &self.vacuum {
+            vacuum.abort();
+        }
     }
 }
 
@@ -213,10 +237,13 @@ impl PostgresBackend {
             lock_changed.clone(),
         )
         .await?;
+        let (reserved, vacuum) =
+            vacuum::spawn(&pool, config.prefix.table("jobs"), config.vacuum_after);
         let batchers = batch::Batchers::spawn(&batch::Shared {
             pool: pool.clone(),
             sql: sql.clone(),
             origin,
+            reserved: reserved.clone(),
         });
         Ok(Self {
             inner: Arc::new(Inner {
@@ -226,7 +253,9 @@ impl PostgresBackend {
                 hub,
                 lock_changed,
                 origin,
+                reserved,
                 listener,
+                vacuum,
             }),
         })
     }
@@ -237,6 +266,7 @@ impl PostgresBackend {
             pool: self.inner.pool.clone(),
             sql: self.inner.sql.clone(),
             origin: self.inner.origin,
+            reserved: self.inner.reserved.clone(),
         }
     }
 
