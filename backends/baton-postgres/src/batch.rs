@@ -2,8 +2,9 @@
 //! statements.
 //!
 //! Each call is handed to a batching task through a channel and answered through a oneshot.
-//! A task takes every request queued while the previous batch ran (up to [`MAX_SLOTS`] jobs)
-//! and runs it as one statement, so one commit (one fsync) serves many callers. Reservations
+//! A task takes every request queued while the previous batch ran (up to [`MAX_SLOTS`] jobs),
+//! waits a moment for the callers of the previous batch to come back (see [`Gather`]), and runs
+//! them as one statement, so one commit (one fsync) serves many callers. Reservations
 //! and completions share one task and, when a batch has both, one statement: a worker that
 //! completes a job and reserves the next costs one commit, not two. Fencing stays per job:
 //! every row of a batched completion is checked against its own lease, and a caller whose row
@@ -13,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use baton_core::{Error, Job, NewJob, QueueName, Result};
 use baton_sql::is_transient;
@@ -28,6 +30,10 @@ use crate::sql::Statements;
 const MAX_SLOTS: usize = 1000;
 /// Batching tasks for reservations and completions (see the module documentation).
 const JOB_TASKS: usize = 1;
+/// How long a batch waits at most for the callers of the last one (see [`Gather`]).
+const GATHER: Duration = Duration::from_micros(200);
+/// Batches that go without waiting after a wait ran out (see [`Gather`]).
+const GATHER_BACKOFF: u32 = 64;
 
 /// What the batching tasks need: no handle back to the backend, so they end when it is dropped.
 #[derive(Clone, Debug)]
@@ -78,6 +84,7 @@ pub(crate) struct Batchers {
 struct JobReceivers {
     reserve: mpsc::UnboundedReceiver<ReserveRequest>,
     complete: mpsc::UnboundedReceiver<CompleteRequest>,
+    gather: Gather,
 }
 
 impl Batchers {
@@ -89,6 +96,7 @@ impl Batchers {
         let jobs_rx = Arc::new(Mutex::new(JobReceivers {
             reserve: reserve_rx,
             complete: complete_rx,
+            gather: Gather::default(),
         }));
         for _ in 0..JOB_TASKS {
             let (shared, rx) = (shared.clone(), jobs_rx.clone());
@@ -140,29 +148,97 @@ fn take_queued<R>(
     }
 }
 
-/// The next reservations and completions: waits for one of either, then takes those of both
-/// kinds already queued, up to [`MAX_SLOTS`] jobs of each. `None` once the senders are gone.
+/// The next reservations and completions: those already queued, or else the first of either
+/// to arrive and any queued with it; then, unless [`Gather`] says otherwise, those of the
+/// callers of the last batch that come back within [`GATHER`]. At most [`MAX_SLOTS`] jobs of
+/// each kind. `None` once the senders are gone.
 async fn next_job_batch(
     receivers: &Mutex<JobReceivers>,
 ) -> Option<(Vec<ReserveRequest>, Vec<CompleteRequest>)> {
     let mut receivers = receivers.lock().await;
-    let JobReceivers { reserve, complete } = &mut *receivers;
+    let JobReceivers {
+        reserve,
+        complete,
+        gather,
+    } = &mut *receivers;
     let (mut reserves, mut completes) = (Vec::new(), Vec::new());
     let (mut reserved, mut completed) = (0, 0);
-    tokio::select! {
-        request = reserve.recv() => {
-            let request = request?;
-            reserved += request.max;
-            reserves.push(request);
-        }
-        request = complete.recv() => {
-            completed += 1;
-            completes.push(request?);
-        }
-    }
     take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
     take_queued(complete, &mut completes, &mut completed, |_| 1);
+    let waiting = reserves.len() + completes.len();
+    if waiting == 0 {
+        tokio::select! {
+            request = reserve.recv() => {
+                let request = request?;
+                reserved += request.max;
+                reserves.push(request);
+            }
+            request = complete.recv() => {
+                completed += 1;
+                completes.push(request?);
+            }
+        }
+        take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
+        take_queued(complete, &mut completes, &mut completed, |_| 1);
+    }
+    if let Some(target) = gather.target(waiting) {
+        let deadline = Instant::now() + GATHER;
+        let mut ran_out = false;
+        while reserves.len() + completes.len() < target
+            && reserved < MAX_SLOTS
+            && completed < MAX_SLOTS
+        {
+            if Instant::now() >= deadline {
+                ran_out = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+            take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
+            take_queued(complete, &mut completes, &mut completed, |_| 1);
+        }
+        gather.ran_out(ran_out);
+    }
+    gather.last = reserves.len() + completes.len();
     Some((reserves, completes))
+}
+
+/// Whether a batch waits for the callers of the last one to come back, and for how many.
+///
+/// Workers that reserve, run a short job and complete it while their batch's statement runs
+/// otherwise split into two cohorts that take turns: the callers answered by one statement come
+/// back while the next, holding the others, already runs, and every statement serves half of
+/// them. Waiting a moment for the last batch's callers merges the cohorts: one statement
+/// (and one commit) for all of them. When they do not come back within [`GATHER`] (their jobs
+/// take longer, or load is light) twice in a row, the next [`GATHER_BACKOFF`] batches go
+/// without waiting.
+#[derive(Debug, Default)]
+struct Gather {
+    /// Requests in the last batch.
+    last: usize,
+    /// Batches still to go without waiting.
+    skip: u32,
+    /// Whether the last wait ran out.
+    timed_out: bool,
+}
+
+impl Gather {
+    /// How many requests this batch waits for, with `waiting` queued before it began; `None`
+    /// for none.
+    fn target(&mut self, waiting: usize) -> Option<usize> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        Some(self.last + waiting)
+    }
+
+    /// This batch's wait ran out, or not (`false`), before its callers came back.
+    fn ran_out(&mut self, ran_out: bool) {
+        if ran_out && self.timed_out {
+            self.skip = GATHER_BACKOFF;
+        }
+        self.timed_out = ran_out;
+    }
 }
 
 /// A failure of a whole batch, as each of its callers sees it.
@@ -445,5 +521,48 @@ async fn enqueue_batch(shared: &Shared, batch: Vec<EnqueueRequest>) {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_waits_for_the_last_batch_and_the_queued_requests() {
+        let mut gather = Gather {
+            last: 32,
+            ..Gather::default()
+        };
+        assert_eq!(gather.target(32), Some(64));
+        gather.ran_out(false);
+        gather.last = 64;
+        assert_eq!(gather.target(0), Some(64));
+    }
+
+    #[test]
+    fn two_waits_in_a_row_that_ran_out_stop_the_waiting_for_a_while() {
+        let mut gather = Gather {
+            last: 4,
+            ..Gather::default()
+        };
+        assert!(gather.target(0).is_some());
+        gather.ran_out(true);
+        assert!(
+            gather.target(0).is_some(),
+            "one wait that ran out is forgiven"
+        );
+        gather.ran_out(false);
+        assert!(gather.target(0).is_some());
+        gather.ran_out(true);
+        assert!(gather.target(0).is_some());
+        gather.ran_out(true);
+        for _ in 0..GATHER_BACKOFF {
+            assert_eq!(gather.target(0), None);
+        }
+        assert!(
+            gather.target(0).is_some(),
+            "waiting resumes after the backoff"
+        );
     }
 }
