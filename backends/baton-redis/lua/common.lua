@@ -8,6 +8,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as the decimal string Redis stores: passed to a command as a Lua number, it would
+-- be printed with `%.17g`, several times dearer.
+local function int(n)
+  return string.format('%d', n)
+end
+
 -- The key of `name` under `base` and `kind`: the name's byte length comes first, so that no
 -- two names (whatever characters they hold) share a key.
 local function named(base, kind, name)

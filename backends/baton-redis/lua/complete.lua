@@ -5,6 +5,7 @@
 local J, origin = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[5])
 local now = now_ms()
+local now_s = int(now)
 local out = {}
 local ended = {}
 for i = 0, n - 1 do
@@ -25,7 +26,8 @@ for i = 0, n - 1 do
   if not v or v[F.st] ~= 'running' or v[F.ow] ~= owner or v[F.tk] ~= token or tonumber(v[F.ex]) <= now then
     out[i + 1] = {'lost'}
   else
-    redis.call('HSET', jk, 'res', result, 'st', 'succeeded', 'fa', now, 'ae', now, 'ao', 'succeeded')
+    redis.call('HSET', jk, 'res', result, 'st', 'succeeded', 'fa', now_s, 'ae', now_s, 'ao',
+      'succeeded')
     v[F.res], v[F.st], v[F.fa], v[F.ae], v[F.ao] = result, 'succeeded', now, now, 'succeeded'
     ended[#ended + 1] = id
     count_move(queue_key(J, v[F.q]), 'running', 'succeeded')
@@ -38,7 +40,7 @@ for first = 1, #ended, 200 do
   local ids, scored = {}, {}
   for i = first, math.min(first + 199, #ended) do
     ids[#ids + 1] = ended[i]
-    scored[#scored + 1] = now
+    scored[#scored + 1] = now_s
     scored[#scored + 1] = ended[i]
   end
   redis.call('ZREM', J .. 'running', unpack(ids))

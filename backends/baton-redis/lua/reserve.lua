@@ -6,14 +6,16 @@
 local J, origin = ARGV[1], ARGV[2]
 local chunk = tonumber(ARGV[5])
 local now = now_ms()
+local now_s = int(now)
 local reqs = {}
 local at = 7
 for r = 1, tonumber(ARGV[6]) do
   local nq = tonumber(ARGV[at + 3])
   local queues = {}
   for i = 1, nq do queues[i] = ARGV[at + 3 + i] end
-  reqs[r] = {owner = ARGV[at], expires = now + tonumber(ARGV[at + 1]), max = tonumber(ARGV[at + 2]),
-    queues = queues}
+  local expires = now + tonumber(ARGV[at + 1])
+  reqs[r] = {owner = ARGV[at], expires = expires, expires_s = int(expires),
+    max = tonumber(ARGV[at + 2]), queues = queues}
   at = at + 4 + nq
 end
 
@@ -50,13 +52,13 @@ local function reserve_picks(req, picks)
         redis.call('HDEL', jk, 'ae', 'ao')
       end
       local token = tonumber(v[F.tk]) + 1
-      redis.call('HSET', jk, 'st', 'running', 'ow', req.owner, 'ex', req.expires, 'tk', token,
-        'at', attempts, 'as', now)
+      redis.call('HSET', jk, 'st', 'running', 'ow', req.owner, 'ex', req.expires_s, 'tk', int(token),
+        'at', int(attempts), 'as', now_s)
       v[F.st], v[F.ow], v[F.ex], v[F.tk], v[F.at], v[F.as] =
         'running', req.owner, req.expires, token, attempts, now
       v[F.ae], v[F.ao] = false, false
-      running[#running + 1] = req.expires
-      running[#running + 1] = id
+      running[#running + 1] = req.expires_s
+      running[#running + 1] = int(id)
       if #running >= 400 then
         redis.call('ZADD', J .. 'running', unpack(running))
         running = {}
