@@ -156,50 +156,75 @@ async fn next_job_batch(
     receivers: &Mutex<JobReceivers>,
 ) -> Option<(Vec<ReserveRequest>, Vec<CompleteRequest>)> {
     let mut receivers = receivers.lock().await;
-    let JobReceivers {
-        reserve,
-        complete,
-        gather,
-    } = &mut *receivers;
-    let (mut reserves, mut completes) = (Vec::new(), Vec::new());
-    let (mut reserved, mut completed) = (0, 0);
-    take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
-    take_queued(complete, &mut completes, &mut completed, |_| 1);
-    let waiting = reserves.len() + completes.len();
+    let receivers = &mut *receivers;
+    let mut batch = JobBatch::default();
+    batch.take_queued(receivers);
+    let waiting = batch.len();
     if waiting == 0 {
         tokio::select! {
-            request = reserve.recv() => {
+            request = receivers.reserve.recv() => {
                 let request = request?;
-                reserved += request.max;
-                reserves.push(request);
+                batch.reserved += request.max;
+                batch.reserves.push(request);
             }
-            request = complete.recv() => {
-                completed += 1;
-                completes.push(request?);
+            request = receivers.complete.recv() => {
+                batch.completes.push(request?);
             }
         }
-        take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
-        take_queued(complete, &mut completes, &mut completed, |_| 1);
+        batch.take_queued(receivers);
     }
-    if let Some(target) = gather.target(waiting) {
+    if let Some(target) = receivers.gather.target(waiting) {
         let deadline = Instant::now() + GATHER;
         let mut ran_out = false;
-        while reserves.len() + completes.len() < target
-            && reserved < MAX_SLOTS
-            && completed < MAX_SLOTS
-        {
+        while batch.len() < target && !batch.full() {
             if Instant::now() >= deadline {
                 ran_out = true;
                 break;
             }
             tokio::task::yield_now().await;
-            take_queued(reserve, &mut reserves, &mut reserved, |r| r.max);
-            take_queued(complete, &mut completes, &mut completed, |_| 1);
+            batch.take_queued(receivers);
         }
-        gather.ran_out(ran_out);
+        receivers.gather.ran_out(ran_out);
     }
-    gather.last = reserves.len() + completes.len();
-    Some((reserves, completes))
+    receivers.gather.last = batch.len();
+    Some((batch.reserves, batch.completes))
+}
+
+/// The requests of the batch being gathered.
+#[derive(Default)]
+struct JobBatch {
+    reserves: Vec<ReserveRequest>,
+    completes: Vec<CompleteRequest>,
+    /// The jobs the reservations ask for.
+    reserved: usize,
+}
+
+impl JobBatch {
+    /// Moves the requests already queued into the batch, up to [`MAX_SLOTS`] jobs of each kind.
+    fn take_queued(&mut self, receivers: &mut JobReceivers) {
+        take_queued(
+            &mut receivers.reserve,
+            &mut self.reserves,
+            &mut self.reserved,
+            |r| r.max,
+        );
+        let mut completed = self.completes.len();
+        take_queued(
+            &mut receivers.complete,
+            &mut self.completes,
+            &mut completed,
+            |_| 1,
+        );
+    }
+
+    fn len(&self) -> usize {
+        self.reserves.len() + self.completes.len()
+    }
+
+    /// Whether either kind reached [`MAX_SLOTS`] jobs.
+    fn full(&self) -> bool {
+        self.reserved >= MAX_SLOTS || self.completes.len() >= MAX_SLOTS
+    }
 }
 
 /// Whether a batch waits for the callers of the last one to come back, and for how many.

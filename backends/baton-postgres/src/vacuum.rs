@@ -88,14 +88,16 @@ pub(crate) fn spawn(
 }
 
 /// Vacuums `table` each time enough jobs were reserved, spaced as the module documentation says.
+/// Whether this role may vacuum it is asked once, before the first vacuum.
 async fn run(options: PgConnectOptions, table: String, reserved: Arc<Reserved>) {
     let mut next = Instant::now();
+    let mut may_vacuum = false;
     loop {
         reserved.wait().await;
         tokio::time::sleep_until(next.into()).await;
         let started = Instant::now();
-        match vacuum(&options, &table).await {
-            Ok(true) => {}
+        match vacuum(&options, &table, !may_vacuum).await {
+            Ok(true) => may_vacuum = true,
             Ok(false) => {
                 tracing::info!(
                     table,
@@ -105,26 +107,26 @@ async fn run(options: PgConnectOptions, table: String, reserved: Arc<Reserved>) 
             }
             Err(error) => tracing::warn!(table, %error, "vacuuming the jobs table failed"),
         }
-        let took = started.elapsed();
         next = started + MIN_INTERVAL;
-        tracing::debug!(table, ?took, "vacuumed the jobs table");
+        tracing::debug!(table, took = ?started.elapsed(), "vacuumed the jobs table");
     }
 }
 
-/// Vacuums `table` on a connection of its own, unless another vacuum of it is running;
-/// `false` if this role may not vacuum it.
-async fn vacuum(options: &PgConnectOptions, table: &str) -> sqlx::Result<bool> {
+/// Vacuums `table` on a connection of its own, unless another vacuum of it is running. With
+/// `check_owner`, first asks whether this role may: `false` if not, and nothing is done.
+async fn vacuum(options: &PgConnectOptions, table: &str, check_owner: bool) -> sqlx::Result<bool> {
     let mut connection = PgConnection::connect_with(options).await?;
-    let owner = sqlx::query(
-        "SELECT pg_has_role(current_user, relowner, 'MEMBER') AS owner
-         FROM pg_class WHERE oid = to_regclass($1)",
-    )
-    .bind(table)
-    .fetch_optional(&mut connection)
-    .await?
-    .map(|row| row.try_get::<bool, _>("owner"))
-    .transpose()?
-    .unwrap_or(false);
+    let owner = !check_owner
+        || sqlx::query(
+            "SELECT pg_has_role(current_user, relowner, 'MEMBER') AS owner
+             FROM pg_class WHERE oid = to_regclass($1)",
+        )
+        .bind(table)
+        .fetch_optional(&mut connection)
+        .await?
+        .map(|row| row.try_get::<bool, _>("owner"))
+        .transpose()?
+        .unwrap_or(false);
     if owner {
         // VACUUM cannot run in a transaction, so not as a prepared statement either.
         let text = format!("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {table}");
