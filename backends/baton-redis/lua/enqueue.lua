@@ -5,6 +5,7 @@
 local J, origin = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[5])
 local now = now_ms()
+local now_s = int(now)
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 -- Members to add per queue key and set, sent in chunks of 200 pairs.
 local adds = {}
@@ -25,26 +26,26 @@ local function add(key, score, member)
 end
 for i = 0, n - 1 do
   local at = 6 + i * 6
-  local queue, payload = ARGV[at], ARGV[at + 1]
-  local priority, delay = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local id = first + i
-  local run_at = now + delay
+  local queue, payload, priority = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local id = int(first + i)
+  local run_at = now + tonumber(ARGV[at + 3])
+  local run_at_s = int(run_at)
   local qk = queue_key(J, queue)
   if not listed[queue] then
     listed[queue] = true
     redis.call('ZADD', J .. 'queues', 0, queue)
   end
   local jk = job_key(J, id)
-  redis.call('HSET', jk, 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending', 'at', 0,
-    'rt', ARGV[at + 4], 'ca', now, 'ra', run_at, 'tk', 0)
+  redis.call('HSET', jk, 'q', queue, 'p', payload, 'pr', priority, 'st', 'pending', 'at', '0',
+    'rt', ARGV[at + 4], 'ca', now_s, 'ra', run_at_s, 'tk', '0')
   if ARGV[at + 5] ~= '' then redis.call('HSET', jk, 'tp', ARGV[at + 5]) end
   add(qk .. ':ids', id, id)
   count_move(qk, nil, 'pending')
   if run_at <= now then
-    add(qk .. ':due', -priority, due_member(run_at, id))
+    add(qk .. ':due', int(-tonumber(priority)), due_member(run_at, id))
     woken[queue] = true
   else
-    add(qk .. ':sched', run_at, id)
+    add(qk .. ':sched', run_at_s, id)
   end
   event(id, queue, 'pending', 0)
 end

@@ -42,7 +42,7 @@ local function reserve_picks(req, picks)
   local jobs = {}
   for _, pick in ipairs(picks) do
     local queue = pick[2]
-    local id = tonumber(string.sub(pick[1], 17))
+    local id = int(tonumber(string.sub(pick[1], 17)))
     local jk = job_key(J, id)
     local v = read_job(J, id)
     if v and v[F.st] == 'pending' then
@@ -58,7 +58,7 @@ local function reserve_picks(req, picks)
         'running', req.owner, req.expires, token, attempts, now
       v[F.ae], v[F.ao] = false, false
       running[#running + 1] = req.expires_s
-      running[#running + 1] = int(id)
+      running[#running + 1] = id
       if #running >= 400 then
         redis.call('ZADD', J .. 'running', unpack(running))
         running = {}

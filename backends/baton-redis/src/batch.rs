@@ -6,10 +6,12 @@
 //! next batch gathers; at most two batches of a kind are on the wire at once.
 
 use baton_core::{Error, Job, JobLease, Owner, QueueName, Result, Timestamp};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use redis::Value;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::keys::Keys;
@@ -117,24 +119,27 @@ where
     F: Fn(Shared, Vec<R>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = receiver.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut requests = vec![first];
-        while requests.len() < MAX_REQUESTS {
-            match receiver.try_recv() {
-                Ok(request) => requests.push(request),
-                Err(_) => break,
+    // The scripts on the wire run in this task, not in tasks of their own: a reply then wakes
+    // no other task before its callers are answered.
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            request = receiver.recv(), if in_flight.len() < IN_FLIGHT => {
+                let Some(first) = request else { break };
+                let mut requests = vec![first];
+                while requests.len() < MAX_REQUESTS {
+                    match receiver.try_recv() {
+                        Ok(request) => requests.push(request),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.push(batch(shared.clone_parts(), requests));
             }
         }
-        let script = batch(shared.clone_parts(), requests);
-        tokio::spawn(async move {
-            script.await;
-            drop(permit);
-        });
     }
+    while in_flight.next().await.is_some() {}
 }
 
 /// The arguments every job script starts with, after its one key.
