@@ -353,20 +353,18 @@ async function locks() {
         t.orphaned ? "orphaned" : t.state, t.command.join(" "), t.locks.join(", "), t.reason,
         time(t.created_at),
       ]), "No task is recorded in this host's task directory ([tasks] dir)."));
-    // Task waiters hold entries named `~queue:<slot>:<lock>` whose reason is `<ticket> <reason>`.
+    // The server reads each task waiter's place in a lock's line out of its entry (`waiting`).
     const entries = [];
     const holders = [];
     for (const lock of all) {
-      const entry = /^~queue:(\d+):(.*)$/.exec(lock.name);
-      if (entry) {
-        const space = lock.reason.indexOf(" ");
-        entries.push({ lock: entry[2], ticket: lock.reason.slice(0, space), reason: lock.reason.slice(space + 1), owner: lock.lease.owner, since: lock.since });
-      } else if (!lock.name.startsWith("~")) holders.push(lock);
+      if (lock.waiting) {
+        entries.push({ ...lock.waiting, owner: lock.lease.owner, since: lock.since });
+      } else if (!lock.internal) holders.push(lock);
     }
     fill(held, table("Held locks", ["Lock", "Holder", { num: "Token" }, "Reason", "Since", "Expires"],
       holders.map((l) => [l.name, l.lease.owner, { num: l.lease.token }, l.reason, time(l.since), time(l.lease.expires_at)]),
       "No lock is held."));
-    entries.sort((a, b) => a.lock.localeCompare(b.lock) || Number(a.ticket) - Number(b.ticket));
+    entries.sort((a, b) => a.lock.localeCompare(b.lock) || a.ticket - b.ticket);
     fill(waiting, table("Waiting tasks", ["Lock", { num: "Ticket" }, "Waiter", "Reason", "Since"],
       entries.map((e) => [e.lock, { num: e.ticket }, e.owner, e.reason, time(e.since)]),
       "No task waits for a lock. (Task logs stay on the host that runs them: baton task show ID.)"));

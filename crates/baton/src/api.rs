@@ -13,7 +13,7 @@
 //! | `POST /api/v1/queues/{queue}/pause`  | `{"queue": …, "paused": true}`               |
 //! | `POST /api/v1/queues/{queue}/resume` | `{"queue": …, "paused": false}`              |
 //! | `GET /api/v1/queues/paused`          | the paused queues' names                     |
-//! | `GET /api/v1/locks`                  | every [`baton_core::LockHolder`] now          |
+//! | `GET /api/v1/locks`                  | every lock held now, waiters' places read out |
 //! | `GET /api/v1/workers`                | a [`WorkerList`]: the broker's connected workers |
 //! | `GET /api/v1/queues`, `/stats`, `/pools`, `/tasks` | what the dashboard reads: see [`crate::insight`] |
 //! | `GET /`, `/ui/*`                     | the dashboard: see [`crate::dashboard`]       |
@@ -43,7 +43,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 use baton_broker::Roster;
-use baton_core::{Backend, Job, JobFilter, JobId, LockHolder, Owner, QueueCounts, QueueName};
+use baton_core::{Backend, Job, JobFilter, JobId, Owner, QueueCounts, QueueName};
 use baton_metrics::Metered;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -56,7 +56,7 @@ pub use extract::{ApiJson, ApiPath, ApiQuery};
 
 use crate::wire::{
     EnqueueBatchRequest, EnqueueBatchResponse, EnqueueRequest, EnqueueResponse, ErrorBody, JobList,
-    ListQuery, MAX_BATCH_REQUEST, QueueState, WorkerList,
+    ListQuery, LockEntry, MAX_BATCH_REQUEST, QueueState, WorkerList,
 };
 use auth::Access;
 
@@ -413,11 +413,13 @@ async fn paused_queues(State(state): State<AppState>) -> Result<Json<Vec<QueueNa
     Ok(Json(state.backend.paused().await?))
 }
 
-/// `GET /api/v1/locks`: every lock held now, by name.
+/// `GET /api/v1/locks`: every lock held now, by name, with the task waiters' places in line
+/// read out.
 #[utoipa::path(get, path = "/api/v1/locks", tag = "locks",
-    responses((status = 200, description = "Every lock held now: its name, its holder's lease (owner, fencing token, expiry), reason and since when", body = Vec<Object>)))]
-async fn locks(State(state): State<AppState>) -> Result<Json<Vec<LockHolder>>, ApiError> {
-    Ok(Json(state.backend.holders().await?))
+    responses((status = 200, description = "Every lock held now: its name, its holder's lease (owner, fencing token, expiry), reason and since when; `internal` for the names the task locks keep for themselves, and for a task's place in a lock's line, `waiting`: the lock, the ticket and the waiter's reason", body = Vec<LockEntry>)))]
+async fn locks(State(state): State<AppState>) -> Result<Json<Vec<LockEntry>>, ApiError> {
+    let holders = state.backend.holders().await?;
+    Ok(Json(holders.into_iter().map(LockEntry::new).collect()))
 }
 
 /// `GET /api/v1/workers`: the workers connected to this server's broker, by queue then name.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use baton_core::{JobId, NewJob, Priority, QueueName, RetryPolicy};
+use baton_core::{JobId, LockHolder, LockName, NewJob, Priority, QueueName, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -166,6 +166,49 @@ impl ErrorKind {
             Self::Backend => "backend",
             Self::Unauthorized => "unauthorized",
             Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One entry of `GET /api/v1/locks`: a held lock, flattened, and what the name means.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockEntry {
+    /// The lock, its holder's lease, reason and since when.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub holder: LockHolder,
+    /// Whether the name is one the task locks keep for themselves (a ticket or a place in a
+    /// lock's line, under `~`) rather than one a caller locked.
+    pub internal: bool,
+    /// For a task's place in a lock's line: what it waits for; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<LockWait>,
+}
+
+/// A task's place in the line of a lock it waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockWait {
+    /// The lock waited for.
+    #[schema(value_type = String)]
+    pub lock: LockName,
+    /// The waiter's ticket: waiters for a lock are served in ticket order.
+    pub ticket: u64,
+    /// The waiter's own reason.
+    pub reason: String,
+}
+
+impl LockEntry {
+    /// The entry of `holder`, reading a place in a lock's line from its name and reason.
+    pub fn new(holder: LockHolder) -> Self {
+        let waiting = baton_tasklocks::parse_queue_entry(&holder).map(|entry| LockWait {
+            lock: entry.name,
+            ticket: entry.ticket,
+            reason: entry.reason,
+        });
+        Self {
+            internal: baton_tasklocks::is_internal(&holder.name),
+            waiting,
+            holder,
         }
     }
 }

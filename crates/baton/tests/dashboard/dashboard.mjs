@@ -124,6 +124,10 @@ async function check() {
 
     // A task run on the server's host, and the end of its log.
     await visit(page, "Locks", "Locks and tasks");
+    await page.getByRole("region", { name: "Held locks" }).getByRole("cell", { name: "quarterly close", exact: true }).waitFor(WAIT);
+    const line = page.getByRole("region", { name: "Waiting tasks" });
+    await line.getByRole("cell", { name: "monthly report", exact: true }).waitFor(WAIT);
+    await line.getByRole("cell", { name: "task-runner-2", exact: true }).waitFor(WAIT);
     await shot(page, "locks");
     await page.getByRole("region", { name: "Tasks" }).getByRole("link").first().click();
     await page.getByLabel("Task log").filter({ hasText: "hello from the task" }).waitFor(WAIT);

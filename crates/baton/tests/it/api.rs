@@ -763,6 +763,94 @@ async fn locks_lists_every_lock_held_with_its_holder_and_reason() {
 }
 
 #[tokio::test]
+async fn locks_reads_out_a_waiting_tasks_place_in_line() {
+    use baton_core::{Lock, LockName, LockRequest};
+    use baton_tasklocks::{Acquired, FairLocks, LockSettings, Wait};
+    use std::sync::Arc;
+
+    let server = TestServer::start().await;
+    let busy = LockName::new("app:7").unwrap();
+    let holder = LockRequest::new(
+        [busy.clone()],
+        Owner::new("ops-1").unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .with_reason("migration")
+    .unwrap();
+    let held = server
+        .backend
+        .acquire(&holder)
+        .await
+        .unwrap()
+        .granted()
+        .unwrap();
+
+    // A task waits for the lock: once it hears it is blocked, it stands in line.
+    let in_line = Arc::new(tokio::sync::Notify::new());
+    let (_cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
+    let locks = FairLocks::new(
+        Arc::new(server.backend.clone()),
+        Owner::new("task-runner-1").unwrap(),
+        LockSettings::default(),
+    )
+    .unwrap();
+    let waiter = {
+        let in_line = in_line.clone();
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            let mut on_wait = |_: &_| in_line.notify_one();
+            locks
+                .acquire(
+                    &[busy],
+                    "nightly report",
+                    Wait::Forever,
+                    &mut on_wait,
+                    &mut cancel,
+                )
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), in_line.notified())
+        .await
+        .expect("the waiter reports that it waits");
+
+    let entries: Value = reqwest::get(format!("{}/api/v1/locks", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = entries.as_array().unwrap();
+    let held_entry = entries.iter().find(|e| e["name"] == "app:7").unwrap();
+    assert_eq!(held_entry["internal"], false, "{held_entry}");
+    assert!(held_entry.get("waiting").is_none(), "{held_entry}");
+    let waiting: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["waiting"].is_object())
+        .collect();
+    assert_eq!(waiting.len(), 1, "{entries:?}");
+    let place = waiting[0];
+    assert_eq!(place["internal"], true, "{place}");
+    assert_eq!(place["lease"]["owner"], "task-runner-1", "{place}");
+    assert_eq!(place["waiting"]["lock"], "app:7", "{place}");
+    assert_eq!(place["waiting"]["reason"], "nightly report", "{place}");
+    assert!(place["waiting"]["ticket"].as_u64().unwrap() > 0, "{place}");
+
+    server.backend.release_lock(&held).await.unwrap();
+    let acquired = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter gets the lock once it is released")
+        .unwrap()
+        .unwrap();
+    let Acquired::Granted(locks) = acquired else {
+        panic!("the waiter did not get the lock: {acquired:?}");
+    };
+    locks.release().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_queue_paused_over_the_api_holds_its_jobs_until_resumed() {
     let server = TestServer::start().await;
     let id = server

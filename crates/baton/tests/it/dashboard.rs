@@ -1,13 +1,18 @@
 //! The dashboard in a real browser: `baton serve` on SQLite with an API token, driven by
 //! `tests/dashboard/dashboard.mjs` in headless Chromium (Playwright). It logs in, sees a job
 //! enqueued through the API appear, cancels it from its page, disables and enables a master,
-//! pauses a queue, reads a task's log, and saves a screenshot of every page under `target/tmp/dashboard/`.
+//! pauses a queue, lists a held lock and a task waiting for it, reads a task's log, and saves a screenshot of every page under `target/tmp/dashboard/`.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, Debian's `chromium`) and the script's `node_modules`
 //! (`npm ci --prefix crates/baton/tests/dashboard`); `scripts/test` installs both.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use baton_core::{LockName, LockRequest, Owner};
+use baton_tasklocks::{FairLocks, LockSettings, Wait};
+use tokio::sync::{Notify, watch};
 
 use crate::cli::{Scratch, lead, run, serve_in, terminate};
 use crate::support::temp_dir;
@@ -54,6 +59,49 @@ async fn the_dashboard_logs_in_shows_new_jobs_and_steers_jobs_masters_and_queues
     )
     .await;
     assert!(task.status.success(), "{task:?}");
+    // A lock held, and a task waiting in its line, for the locks page to show both.
+    let held = backend
+        .acquire(
+            &LockRequest::new(
+                [LockName::new("reports").unwrap()],
+                Owner::new("ops-1").unwrap(),
+                Duration::from_secs(600),
+            )
+            .unwrap()
+            .with_reason("quarterly close")
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .granted()
+        .unwrap();
+    let in_line = Arc::new(Notify::new());
+    let (stop_waiting, mut cancel) = watch::channel(false);
+    let waiter = {
+        let locks = FairLocks::new(
+            backend.clone(),
+            Owner::new("task-runner-2").unwrap(),
+            LockSettings::default(),
+        )
+        .unwrap();
+        let in_line = in_line.clone();
+        tokio::spawn(async move {
+            let mut on_wait = |_: &_| in_line.notify_one();
+            let reports = [LockName::new("reports").unwrap()];
+            locks
+                .acquire(
+                    &reports,
+                    "monthly report",
+                    Wait::Forever,
+                    &mut on_wait,
+                    &mut cancel,
+                )
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), in_line.notified())
+        .await
+        .expect("the waiting task stands in line");
     let (serve, server) = serve_in(&dir.0, &url, &[("BATON_API_TOKEN", TOKEN)]).await;
 
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
@@ -72,6 +120,9 @@ async fn the_dashboard_logs_in_shows_new_jobs_and_steers_jobs_masters_and_queues
         .expect("the browser walk finishes within 180s")
         .expect("node runs");
     let serve = terminate(serve).await;
+    stop_waiting.send(true).unwrap();
+    waiter.await.unwrap().unwrap();
+    backend.release_lock(&held).await.unwrap();
     assert!(
         walk.status.success(),
         "the browser walk failed:\n{}\n{}\nbaton serve:\n{}",
