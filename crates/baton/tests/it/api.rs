@@ -12,7 +12,7 @@ use baton_core::{JobId, JobState, MAX_PAYLOAD_BYTES, Owner, Queue, QueueName, Re
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::TestServer;
+use crate::support::{LineWaiter, TestServer};
 
 async fn raw_post(
     server: &TestServer,
@@ -765,7 +765,7 @@ async fn locks_lists_every_lock_held_with_its_holder_and_reason() {
 #[tokio::test]
 async fn locks_reads_out_a_waiting_tasks_place_in_line() {
     use baton_core::{Lock, LockName, LockRequest};
-    use baton_tasklocks::{Acquired, FairLocks, LockSettings, Wait};
+    use baton_tasklocks::Acquired;
     use std::sync::Arc;
 
     let server = TestServer::start().await;
@@ -786,34 +786,13 @@ async fn locks_reads_out_a_waiting_tasks_place_in_line() {
         .granted()
         .unwrap();
 
-    // A task waits for the lock: once it hears it is blocked, it stands in line.
-    let in_line = Arc::new(tokio::sync::Notify::new());
-    let (_cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
-    let locks = FairLocks::new(
+    let waiter = LineWaiter::start(
         Arc::new(server.backend.clone()),
-        Owner::new("task-runner-1").unwrap(),
-        LockSettings::default(),
+        "app:7",
+        "task-runner-1",
+        "nightly report",
     )
-    .unwrap();
-    let waiter = {
-        let in_line = in_line.clone();
-        let busy = busy.clone();
-        tokio::spawn(async move {
-            let mut on_wait = |_: &_| in_line.notify_one();
-            locks
-                .acquire(
-                    &[busy],
-                    "nightly report",
-                    Wait::Forever,
-                    &mut on_wait,
-                    &mut cancel,
-                )
-                .await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(10), in_line.notified())
-        .await
-        .expect("the waiter reports that it waits");
+    .await;
 
     let entries: Value = reqwest::get(format!("{}/api/v1/locks", server.url))
         .await
@@ -838,11 +817,7 @@ async fn locks_reads_out_a_waiting_tasks_place_in_line() {
     assert!(place["waiting"]["ticket"].as_u64().unwrap() > 0, "{place}");
 
     server.backend.release_lock(&held).await.unwrap();
-    let acquired = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .expect("the waiter gets the lock once it is released")
-        .unwrap()
-        .unwrap();
+    let acquired = waiter.outcome().await;
     let Acquired::Granted(locks) = acquired else {
         panic!("the waiter did not get the lock: {acquired:?}");
     };

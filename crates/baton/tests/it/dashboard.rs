@@ -7,15 +7,12 @@
 //! (`npm ci --prefix crates/baton/tests/dashboard`); `scripts/test` installs both.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{LockName, LockRequest, Owner};
-use baton_tasklocks::{FairLocks, LockSettings, Wait};
-use tokio::sync::{Notify, watch};
 
 use crate::cli::{Scratch, lead, run, serve_in, terminate};
-use crate::support::temp_dir;
+use crate::support::{LineWaiter, temp_dir};
 
 const TOKEN: &str = "a-dashboard-token-of-some-length";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -75,33 +72,13 @@ async fn the_dashboard_logs_in_shows_new_jobs_and_steers_jobs_masters_and_queues
         .unwrap()
         .granted()
         .unwrap();
-    let in_line = Arc::new(Notify::new());
-    let (stop_waiting, mut cancel) = watch::channel(false);
-    let waiter = {
-        let locks = FairLocks::new(
-            backend.clone(),
-            Owner::new("task-runner-2").unwrap(),
-            LockSettings::default(),
-        )
-        .unwrap();
-        let in_line = in_line.clone();
-        tokio::spawn(async move {
-            let mut on_wait = |_: &_| in_line.notify_one();
-            let reports = [LockName::new("reports").unwrap()];
-            locks
-                .acquire(
-                    &reports,
-                    "monthly report",
-                    Wait::Forever,
-                    &mut on_wait,
-                    &mut cancel,
-                )
-                .await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(10), in_line.notified())
-        .await
-        .expect("the waiting task stands in line");
+    let waiter = LineWaiter::start(
+        backend.clone(),
+        "reports",
+        "task-runner-2",
+        "monthly report",
+    )
+    .await;
     let (serve, server) = serve_in(&dir.0, &url, &[("BATON_API_TOKEN", TOKEN)]).await;
 
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
@@ -120,8 +97,7 @@ async fn the_dashboard_logs_in_shows_new_jobs_and_steers_jobs_masters_and_queues
         .expect("the browser walk finishes within 180s")
         .expect("node runs");
     let serve = terminate(serve).await;
-    stop_waiting.send(true).unwrap();
-    waiter.await.unwrap().unwrap();
+    waiter.cancel().await;
     backend.release_lock(&held).await.unwrap();
     assert!(
         walk.status.success(),

@@ -95,3 +95,60 @@ pub fn temp_dir(purpose: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A task waiting in the line of a held lock through [`baton_tasklocks::FairLocks`].
+pub struct LineWaiter {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<baton_core::Result<baton_tasklocks::Acquired>>,
+}
+
+impl LineWaiter {
+    /// Starts `owner` waiting for `lock` with `reason`, and returns once it stands in line (it
+    /// reported that it waits) or panics after 10 s.
+    pub async fn start<B: baton_core::Lock + ?Sized + 'static>(
+        backend: Arc<B>,
+        lock: &str,
+        owner: &str,
+        reason: &str,
+    ) -> Self {
+        use baton_tasklocks::{FairLocks, LockSettings, Wait};
+        let owner = baton_core::Owner::new(owner).unwrap();
+        let locks = FairLocks::new(backend, owner, LockSettings::default()).unwrap();
+        let names = [baton_core::LockName::new(lock).unwrap()];
+        let reason = reason.to_owned();
+        let in_line = Arc::new(tokio::sync::Notify::new());
+        let (stop, mut cancel) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn({
+            let in_line = in_line.clone();
+            async move {
+                let mut on_wait = |_: &_| in_line.notify_one();
+                locks
+                    .acquire(&names, &reason, Wait::Forever, &mut on_wait, &mut cancel)
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), in_line.notified())
+            .await
+            .expect("the waiter stands in line within 10 s");
+        Self { stop, task }
+    }
+
+    /// Waits at most 10 s for the waiter to end and returns how its wait ended.
+    pub async fn outcome(self) -> baton_tasklocks::Acquired {
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the waiter ends within 10 s")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Gives up the wait and waits for the waiter to leave the line.
+    pub async fn cancel(self) {
+        let _ = self.stop.send(true);
+        let outcome = self.outcome().await;
+        assert!(
+            matches!(outcome, baton_tasklocks::Acquired::Cancelled),
+            "{outcome:?}"
+        );
+    }
+}
