@@ -49,10 +49,10 @@ impl Claim for PostgresBackend {
             .map(ItemId::as_str)
             .filter(|item| seen.insert(*item))
             .collect();
-        let rows = sqlx::query(self.inner.sql.claim_add.clone())
+        let rows = sqlx::query(self.inner.shared.sql.claim_add.clone())
             .bind(pool.as_str())
             .bind(&unique)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(rows.len() as u64)
@@ -61,19 +61,19 @@ impl Claim for PostgresBackend {
     async fn remove(&self, pool: &PoolName, items: &[ItemId]) -> Result<u64> {
         validate_items(items)?;
         let items: Vec<&str> = items.iter().map(ItemId::as_str).collect();
-        let done = sqlx::query(self.inner.sql.claim_remove.clone())
+        let done = sqlx::query(self.inner.shared.sql.claim_remove.clone())
             .bind(pool.as_str())
             .bind(&items)
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(done.rows_affected())
     }
 
     async fn items(&self, pool: &PoolName) -> Result<Vec<ItemStatus>> {
-        let rows = sqlx::query(self.inner.sql.claim_items.clone())
+        let rows = sqlx::query(self.inner.shared.sql.claim_items.clone())
             .bind(pool.as_str())
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let mut items = Vec::with_capacity(rows.len());
@@ -106,11 +106,11 @@ impl Claim for PostgresBackend {
         ttl: Duration,
     ) -> Result<Option<ClaimLease>> {
         validate_ttl(ttl)?;
-        let Some(row) = sqlx::query(self.inner.sql.claim_take.clone())
+        let Some(row) = sqlx::query(self.inner.shared.sql.claim_take.clone())
             .bind(pool.as_str())
             .bind(owner.as_str())
             .bind(millis(ttl))
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?
         else {
@@ -132,13 +132,13 @@ impl Claim for PostgresBackend {
 
     async fn renew_claim(&self, claim: &ClaimLease, ttl: Duration) -> Result<ClaimLease> {
         validate_ttl(ttl)?;
-        let row = sqlx::query(self.inner.sql.claim_renew.clone())
+        let row = sqlx::query(self.inner.shared.sql.claim_renew.clone())
             .bind(claim.pool.as_str())
             .bind(claim.item.as_str())
             .bind(claim.lease.owner().as_str())
             .bind(token_of(claim))
             .bind(millis(ttl))
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| claim.lost())?;
@@ -154,12 +154,12 @@ impl Claim for PostgresBackend {
     }
 
     async fn release_claim(&self, claim: &ClaimLease) -> Result<()> {
-        let done = sqlx::query(self.inner.sql.claim_release.clone())
+        let done = sqlx::query(self.inner.shared.sql.claim_release.clone())
             .bind(claim.pool.as_str())
             .bind(claim.item.as_str())
             .bind(claim.lease.owner().as_str())
             .bind(token_of(claim))
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         if done.rows_affected() == 1 {
@@ -170,19 +170,19 @@ impl Claim for PostgresBackend {
     }
 
     async fn release_all(&self, pool: &PoolName, owner: &Owner) -> Result<u64> {
-        let done = sqlx::query(self.inner.sql.claim_release_all.clone())
+        let done = sqlx::query(self.inner.shared.sql.claim_release_all.clone())
             .bind(pool.as_str())
             .bind(owner.as_str())
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(done.rows_affected())
     }
 
     async fn reap_dead(&self, pool: &PoolName) -> Result<Vec<ItemId>> {
-        let rows = sqlx::query(self.inner.sql.claim_reap.clone())
+        let rows = sqlx::query(self.inner.shared.sql.claim_reap.clone())
             .bind(pool.as_str())
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         sorted_items(&rows)

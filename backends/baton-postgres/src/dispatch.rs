@@ -245,9 +245,9 @@ fn handle(
 impl Dispatch for PostgresBackend {
     async fn wake(&self, queue: &QueueName) -> Result<()> {
         self.inner.hub.wake(queue);
-        sqlx::query(self.inner.sql.notify_wake.clone())
+        sqlx::query(self.inner.shared.sql.notify_wake.clone())
             .bind(queue.as_str())
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(())
@@ -260,16 +260,16 @@ impl Dispatch for PostgresBackend {
     async fn publish(&self, event: &JobEvent) -> Result<()> {
         self.inner.hub.publish(event);
         let payload = Payload {
-            o: self.inner.origin,
+            o: self.inner.shared.origin,
             j: event.job.get(),
             q: event.queue.as_str().to_owned(),
             s: event.state.as_str().to_owned(),
             a: event.attempts,
         };
         let text = serde_json::to_string(&payload).unwrap_or_default();
-        sqlx::query(self.inner.sql.notify_event.clone())
+        sqlx::query(self.inner.shared.sql.notify_event.clone())
             .bind(text)
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(())

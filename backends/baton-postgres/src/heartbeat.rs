@@ -14,27 +14,27 @@ use crate::{PostgresBackend, millis};
 impl Heartbeat for PostgresBackend {
     async fn beat(&self, owner: &Owner, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
-        sqlx::query(self.inner.sql.beat.clone())
+        sqlx::query(self.inner.shared.sql.beat.clone())
             .bind(owner.as_str())
             .bind(millis(ttl))
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(())
     }
 
     async fn alive(&self, owner: &Owner) -> Result<bool> {
-        let row = sqlx::query(self.inner.sql.alive.clone())
+        let row = sqlx::query(self.inner.shared.sql.alive.clone())
             .bind(owner.as_str())
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         row.try_get("alive").map_err(from_sqlx)
     }
 
     async fn dead_owners(&self) -> Result<Vec<Owner>> {
-        let rows = sqlx::query(self.inner.sql.dead_owners.clone())
-            .fetch_all(&self.inner.pool)
+        let rows = sqlx::query(self.inner.shared.sql.dead_owners.clone())
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let mut dead = rows
@@ -53,9 +53,9 @@ impl Heartbeat for PostgresBackend {
     }
 
     async fn last_beat(&self, owner: &Owner) -> Result<Option<Beat>> {
-        let row = sqlx::query(self.inner.sql.last_beat.clone())
+        let row = sqlx::query(self.inner.shared.sql.last_beat.clone())
             .bind(owner.as_str())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         row.map(|row| {
@@ -72,9 +72,9 @@ impl Heartbeat for PostgresBackend {
     }
 
     async fn forget(&self, owner: &Owner) -> Result<()> {
-        sqlx::query(self.inner.sql.forget.clone())
+        sqlx::query(self.inner.shared.sql.forget.clone())
             .bind(owner.as_str())
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(())

@@ -177,16 +177,13 @@ pub struct PostgresBackend {
 
 #[derive(Debug)]
 struct Inner {
-    pool: PgPool,
-    sql: Arc<sql::Statements>,
+    /// The pool, the statements, this backend's id in notifications (so that it skips its
+    /// own) and the vacuum's count of reserved jobs, as the batching tasks share them.
+    shared: batch::Shared,
     batchers: batch::Batchers,
     hub: Arc<Hub>,
     /// Signalled when a lock is released (here or, through the listener, elsewhere).
     lock_changed: Arc<Notify>,
-    /// This backend's id in notifications, so that it skips its own.
-    origin: i64,
-    /// Counts reserved jobs for the vacuum task.
-    reserved: Arc<vacuum::Reserved>,
     listener: JoinHandle<()>,
     vacuum: Option<JoinHandle<()>>,
 }
@@ -242,40 +239,33 @@ impl PostgresBackend {
         .await?;
         let (reserved, vacuum) =
             vacuum::spawn(&pool, config.prefix.table("jobs"), config.vacuum_after);
-        let batchers = batch::Batchers::spawn(&batch::Shared {
-            pool: pool.clone(),
-            sql: sql.clone(),
+        let shared = batch::Shared {
+            pool,
+            sql,
             origin,
-            reserved: reserved.clone(),
-        });
+            reserved,
+        };
+        let batchers = batch::Batchers::spawn(&shared);
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
-                sql,
+                shared,
                 batchers,
                 hub,
                 lock_changed,
-                origin,
-                reserved,
                 listener,
                 vacuum,
             }),
         })
     }
 
-    /// What the batching code needs, as a cheap clone.
-    fn shared(&self) -> batch::Shared {
-        batch::Shared {
-            pool: self.inner.pool.clone(),
-            sql: self.inner.sql.clone(),
-            origin: self.inner.origin,
-            reserved: self.inner.reserved.clone(),
-        }
+    /// What the batching code needs.
+    fn shared(&self) -> &batch::Shared {
+        &self.inner.shared
     }
 
     /// The connection pool, for tests and tools that need to look at the tables.
     pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+        &self.inner.shared.pool
     }
 }
 

@@ -58,13 +58,13 @@ impl PostgresBackend {
     /// One attempt at taking every lock of `request`, in one transaction.
     async fn try_acquire(&self, request: &LockRequest) -> Result<Acquire> {
         let names = names_of(request.names());
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        sqlx::query(self.inner.sql.lock_insert.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        sqlx::query(self.inner.shared.sql.lock_insert.clone())
             .bind(&names)
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-        let rows = sqlx::query(self.inner.sql.lock_select.clone())
+        let rows = sqlx::query(self.inner.shared.sql.lock_select.clone())
             .bind(&names)
             .fetch_all(&mut *tx)
             .await
@@ -85,7 +85,7 @@ impl PostgresBackend {
             return Ok(Acquire::Busy(busy));
         }
         let token = last_token + 1;
-        sqlx::query(self.inner.sql.lock_grant.clone())
+        sqlx::query(self.inner.shared.sql.lock_grant.clone())
             .bind(&names)
             .bind(request.owner().as_str())
             .bind(token)
@@ -132,8 +132,8 @@ impl Lock for PostgresBackend {
     async fn renew_lock(&self, lease: &LockLease, ttl: Duration) -> Result<LockLease> {
         validate_ttl(ttl)?;
         let names = names_of(&lease.names);
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        let rows = sqlx::query(self.inner.sql.lock_renew.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        let rows = sqlx::query(self.inner.shared.sql.lock_renew.clone())
             .bind(&names)
             .bind(lease.lease.owner().as_str())
             .bind(token_of(&lease.lease))
@@ -163,11 +163,11 @@ impl Lock for PostgresBackend {
 
     async fn release_lock(&self, lease: &LockLease) -> Result<()> {
         let names = names_of(&lease.names);
-        let rows = sqlx::query(self.inner.sql.lock_release.clone())
+        let rows = sqlx::query(self.inner.shared.sql.lock_release.clone())
             .bind(&names)
             .bind(lease.lease.owner().as_str())
             .bind(token_of(&lease.lease))
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         self.inner.lock_changed.notify_waiters();
@@ -186,8 +186,8 @@ impl Lock for PostgresBackend {
     }
 
     async fn holders(&self) -> Result<Vec<LockHolder>> {
-        let rows = sqlx::query(self.inner.sql.lock_holders.clone())
-            .fetch_all(&self.inner.pool)
+        let rows = sqlx::query(self.inner.shared.sql.lock_holders.clone())
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let mut holders = rows.iter().map(holder).collect::<Result<Vec<_>>>()?;

@@ -90,8 +90,8 @@ impl PostgresBackend {
     /// Requeues or fails up to [`REQUEUE_BATCH`] expired jobs in one transaction; says whether
     /// more may be left.
     async fn requeue_expired_batch(&self) -> Result<(Vec<JobId>, bool)> {
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        let rows = sqlx::query(self.inner.sql.select_expired.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        let rows = sqlx::query(self.inner.shared.sql.select_expired.clone())
             .fetch_all(&mut *tx)
             .await
             .map_err(from_sqlx)?;
@@ -132,12 +132,12 @@ impl PostgresBackend {
         outcome: &AttemptOutcome,
     ) -> Result<Job> {
         let delay_ms = delay.map_or(-1, millis);
-        let row = sqlx::query(self.inner.sql.end_attempt.clone())
+        let row = sqlx::query(self.inner.shared.sql.end_attempt.clone())
             .bind(job.id.get())
             .bind(delay_ms)
             .bind(error)
             .bind(outcome_json(outcome))
-            .bind(self.inner.origin)
+            .bind(self.inner.shared.origin)
             .fetch_one(&mut *tx)
             .await
             .map_err(from_sqlx)?;
@@ -259,7 +259,7 @@ impl Queue for PostgresBackend {
             return Ok(Vec::new());
         }
         let refs: Vec<&NewJob> = jobs.iter().collect();
-        let ids = insert_jobs(&self.shared(), &refs).await?;
+        let ids = insert_jobs(self.shared(), &refs).await?;
         for (id, job) in ids.iter().zip(jobs) {
             self.inner.hub.publish(&JobEvent {
                 job: JobId::new(*id),
@@ -287,12 +287,12 @@ impl Queue for PostgresBackend {
 
     async fn touch(&self, lease: &JobLease, ttl: Duration) -> Result<JobLease> {
         validate_ttl(ttl)?;
-        let row = sqlx::query(self.inner.sql.touch.clone())
+        let row = sqlx::query(self.inner.shared.sql.touch.clone())
             .bind(lease.job.get())
             .bind(lease.lease.owner().as_str())
             .bind(token(lease))
             .bind(millis(ttl))
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| lease.job.lease_lost())?;
@@ -334,8 +334,8 @@ impl Queue for PostgresBackend {
 
     async fn fail(&self, lease: &JobLease, error: &str, retry: Retry) -> Result<Job> {
         let error = truncate_error(error);
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        let row = sqlx::query(self.inner.sql.select_current.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        let row = sqlx::query(self.inner.shared.sql.select_current.clone())
             .bind(lease.job.get())
             .bind(lease.lease.owner().as_str())
             .bind(token(lease))
@@ -357,8 +357,8 @@ impl Queue for PostgresBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<Job> {
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        let row = sqlx::query(self.inner.sql.select_for_update.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        let row = sqlx::query(self.inner.shared.sql.select_for_update.clone())
             .bind(id.get())
             .fetch_optional(&mut *tx)
             .await
@@ -375,10 +375,10 @@ impl Queue for PostgresBackend {
             }
             JobState::Pending | JobState::Running => {}
         }
-        let row = sqlx::query(self.inner.sql.cancel.clone())
+        let row = sqlx::query(self.inner.shared.sql.cancel.clone())
             .bind(id.get())
             .bind(outcome_json(&AttemptOutcome::Canceled))
-            .bind(self.inner.origin)
+            .bind(self.inner.shared.origin)
             .fetch_one(&mut *tx)
             .await
             .map_err(from_sqlx)?;
@@ -389,8 +389,8 @@ impl Queue for PostgresBackend {
     }
 
     async fn retry(&self, id: JobId) -> Result<Job> {
-        let mut tx = baton_sql::begin(&self.inner.pool, None).await?;
-        let row = sqlx::query(self.inner.sql.select_for_update.clone())
+        let mut tx = baton_sql::begin(&self.inner.shared.pool, None).await?;
+        let row = sqlx::query(self.inner.shared.sql.select_for_update.clone())
             .bind(id.get())
             .fetch_optional(&mut *tx)
             .await
@@ -404,9 +404,9 @@ impl Queue for PostgresBackend {
             }
             JobState::Failed | JobState::Canceled => {}
         }
-        let row = sqlx::query(self.inner.sql.retry.clone())
+        let row = sqlx::query(self.inner.shared.sql.retry.clone())
             .bind(id.get())
-            .bind(self.inner.origin)
+            .bind(self.inner.shared.origin)
             .fetch_one(&mut *tx)
             .await
             .map_err(from_sqlx)?;
@@ -417,18 +417,18 @@ impl Queue for PostgresBackend {
     }
 
     async fn pause(&self, queue: &QueueName) -> Result<()> {
-        sqlx::query(self.inner.sql.pause_queue.clone())
+        sqlx::query(self.inner.shared.sql.pause_queue.clone())
             .bind(queue.as_str())
-            .execute(&self.inner.pool)
+            .execute(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         Ok(())
     }
 
     async fn resume(&self, queue: &QueueName) -> Result<()> {
-        let resumed = sqlx::query(self.inner.sql.resume_queue.clone())
+        let resumed = sqlx::query(self.inner.shared.sql.resume_queue.clone())
             .bind(queue.as_str())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?
             .is_some();
@@ -439,8 +439,8 @@ impl Queue for PostgresBackend {
     }
 
     async fn paused(&self) -> Result<Vec<QueueName>> {
-        let names: Vec<String> = sqlx::query_scalar(self.inner.sql.paused_queues.clone())
-            .fetch_all(&self.inner.pool)
+        let names: Vec<String> = sqlx::query_scalar(self.inner.shared.sql.paused_queues.clone())
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         names.into_iter().map(QueueName::new).collect()
@@ -448,10 +448,10 @@ impl Queue for PostgresBackend {
 
     async fn queues(&self, after: Option<&QueueName>, limit: usize) -> Result<Vec<QueueName>> {
         validate_queue_list(limit)?;
-        let names: Vec<String> = sqlx::query_scalar(self.inner.sql.queues.clone())
+        let names: Vec<String> = sqlx::query_scalar(self.inner.shared.sql.queues.clone())
             .bind(after.map_or("", QueueName::as_str))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         names.into_iter().map(QueueName::new).collect()
@@ -461,6 +461,7 @@ impl Queue for PostgresBackend {
         validate_list(filter)?;
         let statement = self
             .inner
+            .shared
             .sql
             .list(filter.queue.is_some(), filter.state.is_some());
         let mut query = sqlx::query(statement).bind(filter.before.map_or(i64::MAX, JobId::get));
@@ -472,7 +473,7 @@ impl Queue for PostgresBackend {
         }
         let rows = query
             .bind(i64::try_from(filter.limit + 1).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
@@ -480,27 +481,27 @@ impl Queue for PostgresBackend {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
-        let row = sqlx::query(self.inner.sql.get.clone())
+        let row = sqlx::query(self.inner.shared.sql.get.clone())
             .bind(id.get())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         row.as_ref().map(decode_job).transpose()
     }
 
     async fn last(&self, queue: &QueueName) -> Result<Option<Job>> {
-        let row = sqlx::query(self.inner.sql.last.clone())
+        let row = sqlx::query(self.inner.shared.sql.last.clone())
             .bind(queue.as_str())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         row.as_ref().map(decode_job).transpose()
     }
 
     async fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
-        let rows = sqlx::query(self.inner.sql.counts.clone())
+        let rows = sqlx::query(self.inner.shared.sql.counts.clone())
             .bind(queue.as_str())
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let mut counts = QueueCounts::default();
@@ -530,17 +531,17 @@ impl Queue for PostgresBackend {
     async fn purge_finished(&self, older_than: Duration) -> Result<u64> {
         // In batches, each its own short transaction, so that purging a million jobs never
         // holds one huge transaction open (its row locks, its WAL, vacuum held back).
-        let cutoff: i64 = sqlx::query_scalar(self.inner.sql.purge_cutoff.clone())
+        let cutoff: i64 = sqlx::query_scalar(self.inner.shared.sql.purge_cutoff.clone())
             .bind(millis(older_than))
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&self.inner.shared.pool)
             .await
             .map_err(from_sqlx)?;
         let mut purged = 0;
         loop {
-            let deleted = sqlx::query(self.inner.sql.purge.clone())
+            let deleted = sqlx::query(self.inner.shared.sql.purge.clone())
                 .bind(cutoff)
                 .bind(PURGE_BATCH)
-                .execute(&self.inner.pool)
+                .execute(&self.inner.shared.pool)
                 .await
                 .map_err(from_sqlx)?
                 .rows_affected();

@@ -746,12 +746,7 @@ async fn locks_lists_every_lock_held_with_its_holder_and_reason() {
     .with_reason("migration of apps 1 and 2")
     .unwrap();
     server.backend.acquire(&request).await.unwrap();
-    let held: Value = reqwest::get(format!("{}/api/v1/locks", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let held: Value = server.get_json("/api/v1/locks").await;
     let held = held.as_array().unwrap();
     assert_eq!(held.len(), 2, "{held:?}");
     for (holder, name) in held.iter().zip(["app:1", "app:2"]) {
@@ -794,12 +789,7 @@ async fn locks_reads_out_a_waiting_tasks_place_in_line() {
     )
     .await;
 
-    let entries: Value = reqwest::get(format!("{}/api/v1/locks", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let entries: Value = server.get_json("/api/v1/locks").await;
     let entries = entries.as_array().unwrap();
     let held_entry = entries.iter().find(|e| e["name"] == "app:7").unwrap();
     assert_eq!(held_entry["internal"], false, "{held_entry}");
@@ -835,12 +825,7 @@ async fn a_queue_paused_over_the_api_holds_its_jobs_until_resumed() {
         .unwrap();
     let state = server.client.pause("reports").await.unwrap();
     assert!(state.paused);
-    let paused: Vec<String> = reqwest::get(format!("{}/api/v1/queues/paused", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused: Vec<String> = server.get_json("/api/v1/queues/paused").await;
     assert_eq!(paused, ["reports"]);
 
     let queue = QueueName::new("reports").unwrap();
@@ -967,12 +952,7 @@ async fn jobs_are_listed_newest_first_a_page_at_a_time() {
 #[tokio::test]
 async fn a_server_without_a_broker_says_so_when_asked_for_its_workers() {
     let server = TestServer::start().await;
-    let listed: Value = reqwest::get(format!("{}/api/v1/workers", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = server.get_json("/api/v1/workers").await;
     assert_eq!(listed, json!({"broker": false, "workers": []}));
 }
 
@@ -993,25 +973,14 @@ async fn queues_are_listed_by_name_with_their_counts_a_page_at_a_time() {
         .send()
         .await
         .unwrap();
-    let page = |query: &'static str| {
-        let url = format!("{}/api/v1/queues{query}", server.url);
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let first = page("?limit=2").await;
+    let first: Value = server.get_json("/api/v1/queues?limit=2").await;
     assert_eq!(first["queues"][0]["queue"], "a");
     assert_eq!(first["queues"][0]["counts"]["pending"], 2);
     assert_eq!(first["queues"][0]["paused"], false);
     assert_eq!(first["queues"][1]["queue"], "b");
     assert_eq!(first["queues"][1]["paused"], true);
     assert_eq!(first["next"], "b");
-    let second = page("?limit=2&after=b").await;
+    let second: Value = server.get_json("/api/v1/queues?limit=2&after=b").await;
     assert_eq!(second["queues"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["queues"][0]["queue"], "c");
     assert_eq!(second["next"], Value::Null);

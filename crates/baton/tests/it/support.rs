@@ -55,6 +55,16 @@ impl TestServer {
         }
     }
 
+    /// The JSON body of `GET <url><path>`, whatever its status.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        reqwest::get(format!("{}{path}", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Shuts the server down gracefully and waits, bounded, for it to stop.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
